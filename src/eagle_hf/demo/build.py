@@ -10,21 +10,27 @@ from ..modeling_eagle import EagleForConditionalGeneration
 from ..processing_eagle import EagleProcessor
 from .scenes import CANVAS
 
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+# Eagle's Yi-34B chat format (ChatML): a short default system prompt, no BOS added by the tokenizer, turns closed by
+# <|im_end|> (the EOS). The pad, BOS and unknown tokens come first, `<image>` last.
+TEMPLATE = "chatml"
+SPECIAL_TOKENS = ["<pad>", "<|startoftext|>", "<|im_end|>", "<unk>", "<|im_start|>"]
 IMAGE_TOKEN = "<image>"
 VOCAB_SIZE = 384  # BPE merges learned until every question, answer and caption word is one token or two
-GRID_SIZE = 4  # 4 x 4 = 16 image tokens per image, 2 x 2 per quadrant
+GRID_SIZE = 2  # 2 x 2 = 4 image tokens per image: one per quadrant
 
-# The experts, in channel order. Each sees the 128-pixel shared image at its own resolution: the ViT at a quarter
-# (layout and colour, not the small text), the ConvNeXt and the SAM encoder at full size.
+# The experts, in channel order. Each sees the shared 64-pixel image at its own resolution: the ViT at a quarter, 16
+# pixels, like LLaVA-1.5's CLIP at 336 beside Eagle's 1024-pixel experts (layout, colour and rough shape, but the small
+# text is a smear), the ConvNeXt and the SAM encoder at full size.
 EXPERTS = {
-    "clip": dict(kind="clip", image_size=CANVAS // 2, feature_layer=-1, prefix_tokens="drop_before_encoder",
+    "clip": dict(kind="clip", image_size=CANVAS // 4, feature_layer=-1, prefix_tokens="drop_before_encoder",
+                 grid_resample="pixel_unshuffle", unshuffle_factor=2,
                  backbone_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                       num_attention_heads=4, patch_size=4, hidden_act="quick_gelu")),
-    "convnext": dict(kind="convnext", image_size=CANVAS, feature_layer=-1,
+    "convnext": dict(kind="convnext", image_size=CANVAS, feature_layer=-1, grid_resample="pixel_unshuffle",
+                     unshuffle_factor=2,
                      backbone_config=dict(depths=[1, 1, 1], hidden_sizes=[32, 48, 64], num_stages=3, patch_size=4,
-                                          layer_norm_eps=1e-5)),
-    "sam": dict(kind="sam", image_size=CANVAS, grid_resample="pixel_unshuffle", unshuffle_factor=2,
+                                          layer_norm_eps=1e-5, layer_scale_init_value=1.0)),
+    "sam": dict(kind="sam", image_size=CANVAS, grid_resample="pixel_unshuffle", unshuffle_factor=4,
                 backbone_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, mlp_dim=96,
                                      global_attn_indexes=[1], patch_size=8, window_size=4, output_channels=16,
                                      num_pos_feats=8)),
@@ -36,29 +42,39 @@ LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_atte
 
 
 def train_tokenizer(texts, vocab_size=VOCAB_SIZE):
-    """A Llama-style fast tokenizer (metaspace BPE, BOS added) trained on `texts`, with `<image>` as the last id."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    """A fast BPE tokenizer trained on `texts` (words split at spaces, "\n" a token of its own, so that an answer is
+    tokenised the same after the prompt as inside a training conversation), with `<image>` as its last id."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
-    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split("\n", behavior="isolated"),
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never"),
+    ])
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never")
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     backend.train_from_iterator(texts, trainer)
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                           special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        unk_token="<unk>", pad_token="<pad>", model_max_length=512)
-    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|startoftext|>", eos_token="<|im_end|>",
+                                        unk_token="<unk>", pad_token="<pad>", model_max_length=512,
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", IMAGE_TOKEN]})
     return tokenizer
 
 
-def tokenizer_texts(corpus):
-    """`corpus` plus the chat template's own words, so that every rendered prompt tokenises without `<unk>`."""
+def tokenizer_texts(records):
+    """Training texts for the tokenizer: `records` (conversations and captions) rendered with the demo's templates,
+    special tokens cut out (the trainer must not learn merges across them)."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    prompts, _ = render_jinja_template(conversations=[[{"role": "user", "content": "hi"}]], add_generation_prompt=True,
-                                       chat_template=load_chat_template("vicuna_v1", add_bos=False))
-    return [prompts[0], *corpus]
+    texts = []
+    for template, conversations in ((TEMPLATE, records["chat"]), ("plain", records["captions"])):
+        rendered, _ = render_jinja_template(conversations=conversations, add_generation_prompt=False,
+                                            chat_template=load_chat_template(template), bos_token="")
+        for text in rendered:
+            for token in (*SPECIAL_TOKENS, IMAGE_TOKEN):
+                text = text.replace(token, "\n")
+            texts.append(text)
+    return texts
 
 
 def demo_config(tokenizer, kinds=MIXTURE):
@@ -87,5 +103,5 @@ def set_generation_defaults(model):
 
 
 def build_processor(config, tokenizer):
-    """An `EagleProcessor` for `config`: the 128-pixel image as it is, `vicuna_v1` chat template."""
-    return EagleProcessor.for_config(config, tokenizer, chat_template=load_chat_template("vicuna_v1"))
+    """An `EagleProcessor` for `config`: the shared image as it is, the ChatML template."""
+    return EagleProcessor.for_config(config, tokenizer, chat_template=load_chat_template(TEMPLATE))

@@ -21,7 +21,7 @@ def answer(model, processor, images, questions):
     """Greedy answers (decoded, stripped) of `model` to `questions`, the i-th about `images[i]`, in one batch."""
     prompts = [chat_prompt(processor, question) for question in questions]
     inputs = processor(images=[[image] for image in images], text=prompts, padding=True, padding_side="left",
-                       return_tensors="pt")
+                       return_tensors="pt").to(model.device)
     output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,22 +1,24 @@
-"""The demo's data, drawn on the spot: scenes of coloured shapes with a small word, and short questions about them.
+"""The demo's data, drawn on the spot: small scenes of coloured shapes and a word, and short questions about them.
 
-A scene is a white square canvas cut into four quadrants. One to three shapes (each a different shape and colour,
-of varied size and placement) sit in different quadrants; a short word or number, rendered small with PIL's built-in
-bitmap font, sits in another. Questions come in five types with short answers:
+A scene is a white 64-pixel square cut into four quadrants. One to three shapes of one kind and one colour, each of
+its own size and placement, sit in different quadrants; a short word or number, rendered small with Pillow's built-in
+bitmap font (glyphs about 6 pixels high), sits in the middle of a free quadrant. Five question types, short answers:
 
 | type | question | answers |
 |---|---|---|
-| colour | What colour is the circle? | red, green, blue, yellow, purple |
-| shape | What shape is the red one? | circle, square, triangle |
+| colour | What colour are the shapes? | red, green, blue, yellow, purple |
+| shape | What shape are they? | circle, square, triangle |
 | count | How many shapes are there? | one, two, three |
-| position | Where is the circle? | top left, top right, bottom left, bottom right |
+| position | Where is the text? | top left, top right, bottom left, bottom right |
 | text | What does the text say? | one of `WORDS` |
 
-The text is about 6 pixels high on the 128-pixel canvas: an expert that sees the image at a quarter of that cannot
-read it, one that sees it at full size can. Everything is reproducible from a seed; images are drawn when a record is
-read (a scene is a few numbers), so large splits cost no memory.
+An expert that sees the image at a quarter size still sees colours, counts, where the text is and (roughly) the
+shapes, but the text shrinks to a grey smear it cannot read; an expert that sees it at full size can read it (at half
+size a from-scratch model still learns to read most words). Every scene follows from a
+seed and its index; images are drawn when a record is read (a scene is a few numbers), so splits cost no memory.
 """
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -29,35 +31,32 @@ SHAPES = ("circle", "square", "triangle")
 QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 COUNTS = ("one", "two", "three")
 WORDS = ("cat", "sun", "box", "key", "17", "42", "68", "93")
+TEXT_JITTER = 3
 QUESTION_TYPES = ("colour", "shape", "count", "position", "text")
-ANSWERS = {"colour": tuple(COLOURS), "shape": SHAPES, "count": COUNTS, "position": QUADRANTS,
-                       "text": WORDS}
+ANSWERS = {"colour": tuple(COLOURS), "shape": SHAPES, "count": COUNTS, "position": QUADRANTS, "text": WORDS}
 
 
 @dataclass(frozen=True)
 class Shape:
-    kind: str
-    colour: str
-    quadrant: int
+    quadrant: int  # 0 top left, 1 top right, 2 bottom left, 3 bottom right
     centre: tuple
     radius: int
 
 
 @dataclass(frozen=True)
 class Scene:
-    """What one image shows: its shapes and its word (`text_box` = left, top of the word)."""
+    """What one image shows: `shapes` of one `kind` and `colour`, and `word` at `text_origin` (left, top) in
+    `text_quadrant`."""
 
+    kind: str
+    colour: str
     shapes: tuple
     word: str
-    text_box: tuple
-
-    def shape(self, kind):
-        return next(s for s in self.shapes if s.kind == kind)
-
-    def coloured(self, colour):
-        return next(s for s in self.shapes if s.colour == colour)
+    text_quadrant: int
+    text_origin: tuple
 
 
+@functools.lru_cache(maxsize=1)
 def _font():
     # The bitmap font is data inside Pillow: the same pixels on every machine (FreeType versions may differ).
     loader = getattr(ImageFont, "load_default_imagefont", None)
@@ -65,8 +64,7 @@ def _font():
 
 
 def random_scene(rng):
-    """A `Scene` from `rng` (a `random.Random`): one to three shapes of one kind and colour, each of its own size in
-    its own quadrant, and the word in a free quadrant."""
+    """A `Scene` from `rng` (a `random.Random`)."""
     quadrants = rng.sample(range(4), 4)
     count = rng.randint(1, 3)
     kind, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
@@ -76,15 +74,20 @@ def random_scene(rng):
         radius = rng.randint(8, 14)
         left, top = (quadrant % 2) * half, (quadrant // 2) * half
         centre = (left + rng.randint(radius + 1, half - radius - 1), top + rng.randint(radius + 1, half - radius - 1))
-        shapes.append(Shape(kind, colour, quadrant, centre, radius))
+        shapes.append(Shape(quadrant, centre, radius))
     word = rng.choice(WORDS)
     width, height = _text_size(word)
     text_quadrant = quadrants[count]
     left, top = (text_quadrant % 2) * half, (text_quadrant // 2) * half
-    text_box = (left + rng.randint(1, half - width - 1), top + rng.randint(1, half - height - 1), text_quadrant)
-    return Scene(tuple(shapes), word, text_box)
+    # The word sits near the middle of its quadrant, moved by up to TEXT_JITTER pixels each way: anywhere in the
+    # quadrant would take a from-scratch model far longer than the demo's few minutes to read, and at one fixed place
+    # a low-resolution expert reads it from the fixed pattern of the few pixels its resize happens to sample.
+    origin = (left + (half - width) // 2 + rng.randint(-TEXT_JITTER, TEXT_JITTER),
+              top + (half - height) // 2 + rng.randint(-TEXT_JITTER, TEXT_JITTER))
+    return Scene(kind, colour, tuple(shapes), word, text_quadrant, origin)
 
 
+@functools.lru_cache(maxsize=None)
 def _text_size(word):
     left, top, right, bottom = _font().getbbox(word)
     return right - left, bottom - top
@@ -94,38 +97,38 @@ def draw_scene(scene):
     """The scene as a (CANVAS, CANVAS) RGB PIL image."""
     image = Image.new("RGB", (CANVAS, CANVAS), (255, 255, 255))
     draw = ImageDraw.Draw(image)
+    fill = COLOURS[scene.colour]
     for shape in scene.shapes:
-        (x, y), r, fill = shape.centre, shape.radius, COLOURS[shape.colour]
-        if shape.kind == "circle":
+        (x, y), r = shape.centre, shape.radius
+        if scene.kind == "circle":
             draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-        elif shape.kind == "square":
+        elif scene.kind == "square":
             side = int(r * 0.85)  # a square of the circle's area looks the same size
             draw.rectangle((x - side, y - side, x + side, y + side), fill=fill)
         else:
             draw.polygon(((x, y - r), (x - r, y + int(r * 0.8)), (x + r, y + int(r * 0.8))), fill=fill)
-    draw.text(scene.text_box[:2], scene.word, fill=(0, 0, 0), font=_font())
+    draw.text(scene.text_origin, scene.word, fill=(0, 0, 0), font=_font())
     return image
 
 
-def questions(scene, rng=None):
-    """[(type, question, answer)], one per question type. No question names an answer of another, so several can
-    share a conversation without giving each other away."""
-    first = scene.shapes[0]
+def questions(scene):
+    """[(type, question, answer)], one per question type. No question names an answer of another, so all five can
+    share a training conversation without giving each other away."""
     return [
-        ("colour", "What colour are the shapes?", first.colour),
-        ("shape", "What shape are they?", first.kind),
+        ("colour", "What colour are the shapes?", scene.colour),
+        ("shape", "What shape are they?", scene.kind),
         ("count", "How many shapes are there?", COUNTS[len(scene.shapes) - 1]),
-        ("position", "Where is the text?", QUADRANTS[scene.text_box[2]]),
+        ("position", "Where is the text?", QUADRANTS[scene.text_quadrant]),
         ("text", "What does the text say?", scene.word),
     ]
 
 
 def caption(scene):
-    """A one-line description for the alignment stage: every shape with its colour and place, then the word."""
-    first = scene.shapes[0]
-    kinds = first.kind if len(scene.shapes) == 1 else first.kind + "s"
-    return f"{COUNTS[len(scene.shapes) - 1]} {first.colour} {kinds}, and the text {scene.word} at the " \
-           f"{QUADRANTS[scene.text_box[2]]}."
+    """A one-line description for the alignment stage, e.g. "two red circles, and the text cat at the top left."."""
+    count = len(scene.shapes)
+    kinds = scene.kind if count == 1 else scene.kind + "s"
+    return f"{COUNTS[count - 1]} {scene.colour} {kinds}, and the text {scene.word} at the " \
+           f"{QUADRANTS[scene.text_quadrant]}."
 
 
 def normalize_answer(text):
@@ -145,7 +148,7 @@ class SceneSplit:
         return random_scene(random.Random(f"{self.name}-{self.seed}-{index}"))
 
     def questions(self, index):
-        return questions(self.scene(index), random.Random(f"{self.name}-{self.seed}-{index}-q"))
+        return questions(self.scene(index))
 
     def image(self, index):
         return draw_scene(self.scene(index))
@@ -164,24 +167,24 @@ class ConversationRecords:
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
+        return {"messages": self.conversation(index), "images": [self.split.image(index)]}
+
+    def conversation(self, index):
         turns = self.split.questions(index)
         random.Random(f"{self.split.name}-{self.split.seed}-{index}-order").shuffle(turns)
         messages = []
         for position, (_, question, answer) in enumerate(turns):
             content = f"<image>\n{question}" if position == 0 else question
             messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
-        return {"messages": messages, "images": [self.split.image(index)]}
+        return messages
 
 
 class CaptionRecords(ConversationRecords):
     """Alignment records of a split: the image and its caption (the `plain` template keeps only these)."""
 
-    def __getitem__(self, index):
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        messages = [{"role": "user", "content": "<image>"},
-                    {"role": "assistant", "content": caption(self.split.scene(index))}]
-        return {"messages": messages, "images": [self.split.image(index)]}
+    def conversation(self, index):
+        return [{"role": "user", "content": "<image>"},
+                {"role": "assistant", "content": caption(self.split.scene(index))}]
 
 
 def evaluation_items(split):
@@ -191,11 +194,9 @@ def evaluation_items(split):
 
 
 def tokenizer_corpus(split, limit=400):
-    """Texts the demo's tokenizer is trained on: questions, answers and captions of the first `limit` scenes."""
-    texts = []
-    for index in range(min(limit, split.size)):
-        # The templates put "\n" after the image and after a caption: the newline must be in the alphabet.
-        texts += [text for _, question, answer in split.questions(index) for text in ("\n" + question, answer)]
-        texts.append(caption(split.scene(index)) + "\n")
-    texts += [" ".join(answers) for answers in ANSWERS.values()]
-    return texts
+    """{"chat": conversations, "captions": caption conversations} of the first `limit` scenes of `split`: what the
+    demo's tokenizer is trained on (rendered with the chat templates)."""
+    count = min(limit, split.size)
+    chats, captions = ConversationRecords(split), CaptionRecords(split)
+    return dict(chat=[chats.conversation(index) for index in range(count)],
+                captions=[captions.conversation(index) for index in range(count)])

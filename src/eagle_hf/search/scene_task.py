@@ -22,23 +22,23 @@ from ..modeling_eagle import EagleForConditionalGeneration
 from ..training import recipe_from_dict, run_plan
 from ..training.models import build_model_from_sources
 
-# The demo's experts, and the other kinds at the same scale (128-pixel scene, 8x8 grid). Like the demo's CLIP, the
+# The demo's experts, and the other kinds at the same scale (64-pixel scene, 2x2 grid). Like the demo's CLIP, the
 # SigLIP sees the scene at a quarter size and cannot read its small word; DINOv2 sees it at half size, EVA-02 and
 # Pix2Struct at full size.
 OTHER_EXPERTS = {
-    "siglip": dict(kind="siglip", image_size=32,
+    "siglip": dict(kind="siglip", image_size=16,
                    backbone_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                         num_attention_heads=4, patch_size=4)),
-    "dinov2": dict(kind="dinov2", image_size=64,
+    "dinov2": dict(kind="dinov2", image_size=32,
                    backbone_config=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
                                         patch_size=8)),
-    "eva02": dict(kind="eva02", image_size=128,
+    "eva02": dict(kind="eva02", image_size=64,
                   backbone_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                                        num_attention_heads=4, global_attn_indexes=[1], window_size=4, patch_size=8,
-                                       pretrain_image_size=128)),
-    "pix2struct": dict(kind="pix2struct", image_size=128, max_patches=64,
+                                       pretrain_image_size=64)),
+    "pix2struct": dict(kind="pix2struct", image_size=64, max_patches=16,
                        backbone_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, d_ff=96,
-                                            d_kv=12, patch_size=16, seq_len=64, patch_embed_hidden_size=768)),
+                                            d_kv=12, patch_size=16, seq_len=16, patch_embed_hidden_size=768)),
 }
 SEARCH_EXPERTS = {**EXPERTS, **OTHER_EXPERTS}
 LLM_SOURCE_KIND = "clip"
