@@ -1,4 +1,4 @@
-"""Command line: `eagle-hf presets | convert | eval | search-experts` (and `demo` once it lands)."""
+"""Command line: `eagle-hf demo | presets | convert | eval | search-experts`."""
 
 import argparse
 import sys
@@ -29,6 +29,10 @@ def presets_table():
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="eagle-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    from .demo import add_demo_arguments, run_demo
+
+    add_demo_arguments(commands.add_parser(
+        "demo", help="train a small Eagle from scratch on CPU with data made on the spot, evaluate it, save and reload it"))
     commands.add_parser("presets", help="print the experts, maps and channels of every preset")
     from .conversion import add_convert_arguments, run_convert
     from .evaluation.cli import add_eval_arguments, run_eval
@@ -41,6 +45,8 @@ def main(argv=None):
     add_search_arguments(commands.add_parser(
         "search-experts", help="greedy search over vision experts on the demo's synthetic scenes"))
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return run_demo(args)
     if args.command == "presets":
         sys.stdout.write(presets_table() + "\n")
         return 0
