@@ -8,3 +8,33 @@ sys.path.insert(0, os.path.dirname(__file__))  # the tiny-config factory
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+MAIN_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "huggingface_hub", "tokenizers", "datasets",
+                 "safetensors", "bitsandbytes", "evaluate")
+
+
+def _installed(name):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def pytest_report_header(config):
+    """The versions this run tests against, at the top of the log (a break then names the release that caused it)."""
+    return "main environment: " + ", ".join(f"{name} {_installed(name)}" for name in MAIN_PACKAGES)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The other transformers environments the cross-version tests ran, at the end of the log."""
+    import other_env
+
+    lines = []
+    for label, cached in (("other", other_env._other_python_cached), ("middle", other_env._middle_python_cached)):
+        if cached.cache_info().currsize:
+            python, version, *_rest = cached()
+            lines.append(f"{label} environment: transformers {version} at {python}")
+    for line in lines:
+        terminalreporter.write_line(line)

@@ -39,6 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent
 # The other environment for each main major: which transformers it holds and where it lives (both gitignored).
 OTHER_ENVS = {4: ("5.23.0", ".venv-tf5"), 5: ("4.57.6", ".venv-tf457")}
+# A pinned release between the floor and the newest: when a new release breaks the remote-code round trip, this one
+# still passing names the release that caused it (5.24 renamed the cache everywhere; 5.23 is the last before it).
+MIDDLE_ENV = ("5.23.0", ".venv-tf523")
 OTHER_PACKAGES = ("safetensors", "pillow", "numpy", "jinja2", "tokenizers")
 READY_MARKER = "eagle-hf-env.json"
 PIP_TIMEOUT_S = 1200
@@ -129,6 +132,25 @@ def _other_python_cached():
         return None, None, time.perf_counter() - started, str(error)
 
 
+@functools.lru_cache(maxsize=None)
+def _middle_python_cached():
+    import torch
+
+    version, directory = MIDDLE_ENV
+    try:
+        return str(build_env(REPO_ROOT / directory, version, torch.__version__.split("+")[0])), version, None
+    except (OtherEnvError, OSError, subprocess.TimeoutExpired) as error:
+        return None, version, str(error)
+
+
+def middle_python():
+    """(interpreter path, transformers version) of the pinned middle release `MIDDLE_ENV`; raises OtherEnvError."""
+    python, version, error = _middle_python_cached()
+    if error is not None:
+        raise OtherEnvError(error)
+    return python, version
+
+
 def other_python():
     """(interpreter path, its transformers version, seconds spent finding or building it); raises OtherEnvError."""
     python, version, seconds, error = _other_python_cached()
@@ -156,6 +178,15 @@ if pytest is not None:
         """(python, transformers version, seconds spent) of the other environment; a failed build fails the test."""
         try:
             return other_python()
+        except OtherEnvError as error:
+            pytest.fail(str(error), pytrace=False)
+
+
+    @pytest.fixture(scope="session")
+    def middle_env():
+        """(python, transformers version) of the pinned middle release; a failed build fails the test."""
+        try:
+            return middle_python()
         except OtherEnvError as error:
             pytest.fail(str(error), pytrace=False)
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 import transformers
 
-from other_env import other_env  # noqa: F401  (the session fixture, requested by name below)
+from other_env import middle_env, other_env  # noqa: F401  (the session fixtures, requested by name below)
 from other_env import READY_MARKER, OtherEnvError, build_env, run_script, save_checkpoint, transformers_major
 
 
@@ -49,6 +49,17 @@ def test_a_checkpoint_saved_by_the_other_transformers_loads_here_without_the_pac
     assert f"transformers {transformers.__version__} loads" in output
     assert f"(saved by {version})" in output
     for loader in expected_loaders(MAIN_MAJOR):
+        assert f"OK {loader}:" in output, output
+    assert "OK pipeline image-text-to-text" in output, output
+
+
+def test_a_checkpoint_saved_here_loads_in_the_pinned_middle_release_without_the_package(tmp_path, request):
+    python, version = request.getfixturevalue("middle_env")
+    save_checkpoint(tmp_path / "ckpt")
+    output = run_script(python, "check", tmp_path / "ckpt", tmp_path / "ckpt" / "reference.pt", "--pipeline",
+                        env=offline_env(tmp_path))
+    assert f"transformers {version} loads" in output and f"(saved by {transformers.__version__})" in output
+    for loader in expected_loaders(transformers_major(version)):
         assert f"OK {loader}:" in output, output
     assert "OK pipeline image-text-to-text" in output, output
 

@@ -62,7 +62,7 @@ def test_image_features_replace_exactly_the_image_token_positions():
     input_ids, pixel_values = image_prompt(config)
     with torch.no_grad():
         out = model.model(input_ids=input_ids, pixel_values=pixel_values, output_hidden_states=True)
-        features = model.get_image_features(pixel_values)
+        features = model.get_image_features(pixel_values).pooler_output
     embeds = out.hidden_states[0]
     is_image = input_ids[0] == IMAGE_TOKEN_ID
     torch.testing.assert_close(embeds[0, is_image], features[0])

@@ -162,3 +162,22 @@ def test_two_cpu_processes_train_data_parallel_over_gloo_and_keep_identical_repl
     assert not torch.equal(saved["lm_head.weight"], initial["lm_head.weight"])
     result = json.loads((tmp_path / "run" / "llava_finetune" / "stage_result.json").read_text())
     assert result["data_report"]["read"] == 3 * 4  # both ranks' samples, gathered
+
+
+def test_training_on_a_transformers_older_than_its_floor_is_refused_naming_both_versions_and_the_extra():
+    from eagle_hf.training.plan import TRAINING_FLOOR, check_training_transformers
+
+    with pytest.raises(RuntimeError, match=rf"needs transformers>={TRAINING_FLOOR}, found 4\.57\.6.*eagle-hf\[train\]"):
+        check_training_transformers("4.57.6")
+    check_training_transformers()  # the installed one is new enough
+
+
+def test_the_training_floor_is_the_one_pyproject_declares_in_its_train_extra():
+    import tomllib
+    from pathlib import Path
+
+    from eagle_hf.training.plan import TRAINING_FLOOR
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert any(req.replace(" ", "").startswith(f"transformers>={TRAINING_FLOOR},")
+               for req in project["optional-dependencies"]["train"])

@@ -1,3 +1,9 @@
+# Copyright 2026 The eagle-hf developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in compliance
+# with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software distributed under the License is
+# distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
 """Configuration of Eagle (a mixture of vision experts in front of a causal LM) and of LLaVA-1.5, its one-expert case.
 
 `EagleConfig` is a composite config in the classic `PretrainedConfig` style (explicit `__init__`, `sub_configs`) so that
@@ -333,7 +339,7 @@ class EagleConfig(PretrainedConfig):
 
     @property
     def _attn_implementation(self):
-        return self._attn_implementation_internal
+        return PretrainedConfig._attn_implementation.fget(self)
 
     @_attn_implementation.setter
     def _attn_implementation(self, value):

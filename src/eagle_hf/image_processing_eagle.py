@@ -1,3 +1,9 @@
+# Copyright 2026 The eagle-hf developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in compliance
+# with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software distributed under the License is
+# distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
 """Image processor for Eagle and LLaVA-1.5: `expand2square` padding, then the CLIP resize / crop / normalise.
 
 Shipped flat next to checkpoint weights, so it imports only numpy, PIL, torch and transformers, and it

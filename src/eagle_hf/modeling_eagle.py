@@ -1,3 +1,9 @@
+# Copyright 2026 The eagle-hf developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in compliance
+# with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software distributed under the License is
+# distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
 """Eagle: a mixture of vision experts fused on one grid, projected into a causal LM (LLaVA-1.5 is the one-expert case).
 
 The class roles and attribute names follow transformers' LLaVA: `EagleModel` holds `vision_tower`,
@@ -10,15 +16,15 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.utils import logging
 
 from .configuration_eagle import EagleConfig
 from .vision_experts import EMBEDDINGS_WITH_POSITION_IDS
 from .fusion import FUSIONS
-from .vision_experts import EagleVisionExpert, choose_attention
+from .vision_experts import EagleVisionExpert, choose_attention, init_backbone_block
 
 # transformers 4.57 copies only directly imported sibling files for a local folder (see configuration_eagle.py).
 from .configuration_eva02 import Eva02VisionConfig  # noqa: F401, E402
@@ -52,15 +58,21 @@ class EagleModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class EagleCausalLMOutputWithPast(ModelOutput):
-    """Loss, logits (B, L, V), the cache, and the projected image features (num_images, T, H)."""
+class EagleCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """`CausalLMOutputWithPast` plus `image_hidden_states`: the projected image features, (num_images, T, H)."""
 
-    loss: Optional[torch.FloatTensor] = None
-    logits: Optional[torch.FloatTensor] = None
-    past_key_values: Optional[object] = None
-    hidden_states: Optional[tuple] = None
-    attentions: Optional[tuple] = None
     image_hidden_states: Optional[torch.FloatTensor] = None
+
+
+# The cache travels under the name the installed transformers gives it (`past_key_values` up to 5.23, `cache` from
+# 5.24): it is never named here. Outputs are built from the language model's own output, field by field, and the cache
+# of an input is found by its type.
+def _cache_in(kwargs):
+    return next((value for value in kwargs.values() if isinstance(value, Cache)), None)
+
+
+def _return(output, return_dict):
+    return output if return_dict else output.to_tuple()
 
 
 class EagleMultiModalProjector(nn.Module):
@@ -116,15 +128,22 @@ class EaglePreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = "past_key_values"
+    _skip_keys_device_placement = ["past_key_values", "cache"]  # the cache's name before and from transformers 5.24
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True
     _no_split_modules = ["EagleVisionExpert"]
 
     def _init_weights(self, module):
+        """Every parameter and buffer: an expert's backbone blocks as that backbone's own model draws them, the rest
+        (projector, lm_head, fusion) from the text config's `initializer_range`. Sub-models that are PreTrainedModels
+        (the language model, SAM, Pix2Struct, EVA-02) are initialised by transformers with their own `_init_weights`."""
+        if init_backbone_block(module):
+            if isinstance(module, EMBEDDINGS_WITH_POSITION_IDS):  # 4.57's own inits leave this buffer to the constructor
+                _copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            return
         std = getattr(self.config.get_text_config(), "initializer_range", 0.02)
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=std)
@@ -151,13 +170,20 @@ class EaglePreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def set_attn_implementation(self, attn_implementation, *args, **kwargs):
-        """As transformers', then also on every expert (their configs sit in a list the generic code cannot walk)."""
-        super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        """As transformers': the language model checks and takes the kernel; every expert takes it too, or the best one
+        its backbone supports. (transformers' generic walk would reach the experts' own PreTrainedModel blocks and
+        refuse, e.g. "sdpa" for ConvNeXt, which has no attention.) A dict may name "text_config" and "vision_experts"."""
         if isinstance(attn_implementation, dict):
-            attn_implementation = attn_implementation.get("vision_experts", attn_implementation.get(""))
+            default = attn_implementation.get("", self.config._attn_implementation)
+            text_value = attn_implementation.get("text_config", default)
+            expert_value = attn_implementation.get("vision_experts", default)
+        else:
+            text_value = expert_value = attn_implementation
+        language_model = self.get_decoder()
+        language_model.set_attn_implementation(text_value, *args, **kwargs)
+        self.config._attn_implementation = language_model.config._attn_implementation  # reaches every sub-config
         for expert in self.config.vision_experts:
-            expert.backbone_config._attn_implementation_internal = attn_implementation
-        resolve_expert_attention(self.config)
+            choose_attention(expert, expert_value)
 
 
 def resolve_expert_attention(config):
@@ -187,16 +213,22 @@ class EagleModel(EaglePreTrainedModel):
     def set_decoder(self, decoder):
         self.language_model = decoder
 
-    def get_image_features(self, pixel_values):
-        """(num_images, 3, S, S) -> projected image features (num_images, image_seq_length, text hidden_size)."""
+    def get_image_features(self, pixel_values, return_dict=None, **kwargs):
+        """(num_images, 3, S, S) -> `BaseModelOutputWithPooling` (a tuple if `return_dict=False`), as LLaVA's in 5.x.
+
+        `last_hidden_state`: the fused expert features (num_images, image_seq_length, mm_hidden_size);
+        `pooler_output`: the projected image features (num_images, image_seq_length, text hidden_size), one row per
+        image, which is what the prompt's `<image>` tokens are replaced by.
+        """
         size = self.config.image_size
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
-            raise ValueError(
-                f"Expected pixel_values of shape (num_images, 3, {size}, {size}), got {tuple(pixel_values.shape)}."
-            )
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(f"Expected pixel_values of shape (num_images, 3, {size}, {size}), got {shape}.")
         tower_dtype = next(self.vision_tower.parameters()).dtype
-        image_features = self.vision_tower(pixel_values.to(tower_dtype))
-        return self.multi_modal_projector(image_features.to(self.multi_modal_projector.linear_1.weight.dtype))
+        fused = self.vision_tower(pixel_values.to(tower_dtype))  # (N, T, mm_hidden_size)
+        projected = self.multi_modal_projector(fused.to(self.multi_modal_projector.linear_1.weight.dtype))
+        output = BaseModelOutputWithPooling(last_hidden_state=fused, pooler_output=projected)
+        return _return(output, self.config.return_dict if return_dict is None else return_dict)
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         """Boolean mask (B, L, H) of the `<image>` positions; raises when their count differs from the features'."""
@@ -216,9 +248,9 @@ class EagleModel(EaglePreTrainedModel):
             )
         return is_image.unsqueeze(-1).expand_as(inputs_embeds)
 
-    def _check_prompt_length(self, inputs_embeds, past_key_values):
+    def _check_prompt_length(self, inputs_embeds, cache):
         limit = self.config.model_max_length
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        prefill = cache is None or cache.get_seq_length() == 0
         if limit and prefill and inputs_embeds.shape[1] > limit:
             # The original silently truncated here, cutting image spans; a clear refusal loses nothing.
             raise ValueError(
@@ -226,58 +258,55 @@ class EagleModel(EaglePreTrainedModel):
                 f"model_max_length {limit}; shorten the text or send fewer images."
             )
 
-    def _check_unfilled_image_tokens(self, input_ids, past_key_values):
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        if input_ids is not None and prefill:
-            num_tokens = int((input_ids == self.config.image_token_id).sum())
-            if num_tokens:
-                raise ValueError(
-                    f"The text holds {num_tokens} image tokens but no pixel_values were given (0 images)."
-                )
+    def _check_unfilled_image_tokens(self, input_ids):
+        num_tokens = 0 if input_ids is None else int((input_ids == self.config.image_token_id).sum())
+        if num_tokens:
+            raise ValueError(f"The text holds {num_tokens} image tokens but no pixel_values were given (0 images).")
 
     def forward(
-        self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        past_key_values=None,
-        inputs_embeds=None,
-        use_cache=None,
-        **kwargs,
+        self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+        use_cache=None, mm_encoder_outputs=None, **kwargs,
     ):
+        """As LLaVA's. The cache (`past_key_values`, named `cache` from transformers 5.24) and the output flags go
+        through `**kwargs` to the language model under whatever name the installed transformers uses.
+
+        `mm_encoder_outputs` ({"image": output of `get_image_features`}) gives precomputed image features instead of
+        `pixel_values` (transformers 5.24's `generate` encodes the images this way before the prompt)."""
+        return_dict = kwargs.pop("return_dict", None)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        precomputed = (mm_encoder_outputs or {}).get("image")
+        if pixel_values is not None and precomputed is not None:
+            raise ValueError("Pass either pixel_values or mm_encoder_outputs['image'] (precomputed features), not both.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        self._check_prompt_length(inputs_embeds, past_key_values)
+        cache = _cache_in(kwargs)
+        self._check_prompt_length(inputs_embeds, cache)
         image_features = None
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)
+            precomputed = self.get_image_features(pixel_values, return_dict=True)
+        if precomputed is not None:
+            image_features = precomputed.pooler_output  # (N, T, H), or a list of N (T, H) after generate's expansion
+            if not isinstance(image_features, torch.Tensor):
+                image_features = torch.stack(list(image_features))
             image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
-        else:
-            self._check_unfilled_image_tokens(input_ids, past_key_values)
+        elif cache is None:
+            # A forward of one's own. `generate` always passes a cache, and feeds draft models (assisted generation)
+            # the text without its images; it checks the prompt itself (`prepare_inputs_for_generation`).
+            self._check_unfilled_image_tokens(input_ids)
         outputs = self.language_model(
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
+            attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            return_dict=True, **kwargs,
         )
-        return EagleModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=image_features,
-        )
+        return _return(EagleModelOutputWithPast(**outputs, image_hidden_states=image_features), return_dict)
 
 
 class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config):
         super().__init__(config)
@@ -300,60 +329,46 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
     def get_decoder(self):
         return self.model.get_decoder()
 
-    def get_image_features(self, pixel_values):
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(self, pixel_values, **kwargs):
+        return self.model.get_image_features(pixel_values, **kwargs)
 
     def forward(
-        self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        past_key_values=None,
-        inputs_embeds=None,
-        labels=None,
-        use_cache=None,
-        logits_to_keep=0,
-        **kwargs,
+        self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+        labels=None, use_cache=None, logits_to_keep=0, mm_encoder_outputs=None, **kwargs,
     ):
         """Labels use -100 for ignored positions and are shifted inside the loss, as in every transformers causal LM."""
+        return_dict = kwargs.pop("return_dict", None)
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
+            input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, use_cache=use_cache, mm_encoder_outputs=mm_encoder_outputs, return_dict=True,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :])
+        logits = self.lm_head(outputs.last_hidden_state[:, keep, :])
         loss = None
         if labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return EagleCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
-        )
+        fields = {name: value for name, value in outputs.items() if name != "last_hidden_state"}
+        return _return(EagleCausalLMOutputWithPast(loss=loss, logits=logits, **fields), return_dict)
 
-    def prepare_inputs_for_generation(
-        self, input_ids, past_key_values=None, inputs_embeds=None, pixel_values=None, attention_mask=None, **kwargs
-    ):
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, cache=None, inputs_embeds=None,
+                                      pixel_values=None, attention_mask=None, **kwargs):
+        # `generate` checks its keywords against this signature, so it names the cache as transformers has called it
+        # up to 5.23 (`past_key_values`) and from 5.24 (`cache`); it goes on under the name it came with.
+        passed_cache = {name: value for name, value in (("past_key_values", past_key_values), ("cache", cache))
+                        if value is not None}
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, past_key_values=past_key_values, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-            **kwargs,
+            input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, **passed_cache, **kwargs
         )
-        # Images go in with the prompt only: v5 flags that step, v4 marks it with cache_position[0] == 0.
+        # Images go in with the prompt only: 5.x flags that step (never for a draft model, which gets no images), 4.57
+        # marks it with cache_position[0] == 0.
         cache_position = kwargs.get("cache_position")
         first_step = bool(kwargs.get("is_first_iteration")) or (cache_position is not None and int(cache_position[0]) == 0)
+        if first_step and pixel_values is None and not kwargs.get("mm_encoder_outputs"):
+            self.model._check_unfilled_image_tokens(model_inputs.get("input_ids"))
         if first_step or not kwargs.get("use_cache", True):
             model_inputs["pixel_values"] = pixel_values
         else:

@@ -1,3 +1,9 @@
+# Copyright 2026 The eagle-hf developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in compliance
+# with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software distributed under the License is
+# distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
 """EVA-02 "det" vision backbone (EVA-02-L as used by Eagle), written for HuggingFace transformers.
 
 A plain ViT in the ViTDet style: a stride-16 patch embedding plus an interpolated absolute

@@ -1,3 +1,9 @@
+# Copyright 2026 The eagle-hf developers. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License"); you may not use this file except in compliance
+# with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software distributed under the License is
+# distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
 """The vision experts: one table of per-backbone facts, and one module class that serves every backbone.
 
 Each row of `EXPERT_KINDS` says which transformers config describes the backbone, how to build it (from transformers'
@@ -153,10 +159,10 @@ def _build_siglip(expert):
 
 
 def _build_dinov2(expert):
-    backbone = EagleViTBackbone(expert.backbone_config, modeling_dinov2.Dinov2Embeddings,
-                                modeling_dinov2.Dinov2Encoder, _vit_num_layers(expert))
-    del backbone.embeddings.mask_token  # only used for masked pre-training
-    return backbone
+    # The mask token serves masked pre-training only; without it every parameter of the expert trains.
+    expert.backbone_config.use_mask_token = False
+    return EagleViTBackbone(expert.backbone_config, modeling_dinov2.Dinov2Embeddings,
+                            modeling_dinov2.Dinov2Encoder, _vit_num_layers(expert))
 
 
 def _build_convnext(expert):
@@ -324,6 +330,9 @@ class ExpertKind:
     channels: Callable
     stride: Callable
     attention_class: Optional[type] = None  # the PreTrainedModel whose `_supports_*` flags apply
+    # The PreTrainedModel whose `_init_weights` draws this backbone's weights, for backbones assembled from blocks
+    # (backbones that are PreTrainedModels themselves are initialised by transformers with their own).
+    init_class: Optional[type] = None
     has_image_size: bool = True
     default_image_size: int = 1024
     default_prefix_policy: str = "keep"
@@ -355,22 +364,26 @@ def _hidden(expert):
 EXPERT_KINDS = {
     "clip": ExpertKind(
         CLIPVisionConfig, clip_large_336, _build_clip, _encode_vit, _check_vit, _hidden, _patch_stride,
-        attention_class=modeling_clip.CLIPPreTrainedModel, default_image_size=336, default_prefix_policy="drop",
+        attention_class=modeling_clip.CLIPPreTrainedModel, init_class=modeling_clip.CLIPPreTrainedModel,
+        default_image_size=336, default_prefix_policy="drop",
         num_prefix_tokens=lambda config: 1, runs_in_stages=True,
     ),
     "siglip": ExpertKind(
         SiglipVisionConfig, siglip_so400m_384, _build_siglip, _encode_vit, _check_vit, _hidden, _patch_stride,
-        attention_class=modeling_siglip.SiglipPreTrainedModel, default_image_size=384, runs_in_stages=True,
+        attention_class=modeling_siglip.SiglipPreTrainedModel, init_class=modeling_siglip.SiglipPreTrainedModel,
+        default_image_size=384, runs_in_stages=True,
     ),
     "dinov2": ExpertKind(
         Dinov2Config, dinov2_large, _build_dinov2, _encode_vit, _check_vit, _hidden, _patch_stride,
-        attention_class=modeling_dinov2.Dinov2PreTrainedModel, default_image_size=518, default_prefix_policy="drop",
+        attention_class=modeling_dinov2.Dinov2PreTrainedModel, init_class=modeling_dinov2.Dinov2PreTrainedModel,
+        default_image_size=518, default_prefix_policy="drop",
         num_prefix_tokens=lambda config: 1, runs_in_stages=True,
     ),
     "convnext": ExpertKind(
         ConvNextConfig, convnext_xxlarge, _build_convnext, _encode_convnext, _check_convnext,
         channels=lambda e: e.backbone_config.hidden_sizes[e.feature_layer],
         stride=lambda e: e.backbone_config.patch_size * 2 ** (e.feature_layer % len(e.backbone_config.hidden_sizes)),
+        init_class=modeling_convnext.ConvNextPreTrainedModel,
     ),
     "sam": ExpertKind(
         SamVisionConfig, sam_vit_large, _build_sam, _encode_last_hidden_state, _check_last_layer_only,
@@ -408,8 +421,25 @@ def choose_attention(expert_config, requested=None):
             f"The {expert_config.kind} expert does not support attn_implementation={wanted!r} in this transformers "
             f"version; it uses {chosen!r} while the rest of the model uses {wanted!r}."
         )
-    expert_config.backbone_config._attn_implementation_internal = chosen
+    expert_config.backbone_config._attn_implementation = chosen
     return chosen
+
+
+_INIT_TAG = "_eagle_backbone_init"
+
+
+def init_backbone_block(module):
+    """Draws `module`, a block of an expert's backbone assembled from transformers' blocks, as that backbone's own
+    PreTrainedModel does; returns False for any other module."""
+    tag = module.__dict__.get(_INIT_TAG)
+    if tag is None:
+        return False
+    init_class, backbone_config = tag
+    # `_init_weights` reads only `self.config`: an instance holding just that stands in for the full model.
+    stand_in = init_class.__new__(init_class)
+    stand_in.__dict__["config"] = backbone_config
+    init_class._init_weights(stand_in, module)
+    return True
 
 
 class EagleVisionExpert(nn.Module):
@@ -422,6 +452,9 @@ class EagleVisionExpert(nn.Module):
         if expert_config.backbone_config._attn_implementation is None:
             choose_attention(expert_config)
         self.backbone = self.kind.build(expert_config)
+        if self.kind.init_class is not None:
+            for block in self.backbone.modules():  # read by `init_backbone_block` (a plain attribute, not a submodule)
+                block.__dict__[_INIT_TAG] = (self.kind.init_class, expert_config.backbone_config)
         self.grid_size = grid_size
         self.gradient_checkpointing = False
         self.input_mean, self.input_std = list(input_mean), list(input_std)

@@ -101,8 +101,23 @@ def last_complete_checkpoint(stage_dir):
     return os.path.join(stage_dir, f"checkpoint-{max(steps)}") if steps else None
 
 
+TRAINING_FLOOR = "5.0"  # `warmup_steps` as a ratio (4.57 takes an int there); pyproject's `train` extra says so
+
+
+def check_training_transformers(version=None):
+    """Raises, naming both versions and the fix, when the installed transformers is older than training needs."""
+    import transformers
+    from packaging.version import Version
+
+    version = version or transformers.__version__
+    if Version(version) < Version(TRAINING_FLOOR):
+        raise RuntimeError(f"Training needs transformers>={TRAINING_FLOOR}, found {version} (inference and loading "
+                           f"work from 4.57); install it with `pip install 'eagle-hf[train]'`.")
+
+
 def make_training_args(recipe, stage, stage_dir):
     """The stage's `SFTConfig`: stage fields, then the recipe's `trainer` settings, then the stage's `trainer`."""
+    check_training_transformers()
     for settings in (recipe.trainer, stage.trainer):
         for key, instead in _DERIVED_TRAINER_FIELDS.items():
             if key in settings:

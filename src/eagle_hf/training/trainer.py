@@ -51,6 +51,8 @@ class StageTrainer(SFTTrainer):
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)  # each group's lr overrides the default
         return self.optimizer
 
+    # The three hooks below are Trainer's private methods (transformers has no public sampler, save or resume hook for
+    # these); their signatures are the same in 4.57.6, 5.23.0 and 5.24.0. Checked again on each new release by CI.
     def _get_train_sampler(self, train_dataset=None):
         train_dataset = self.train_dataset if train_dataset is None else train_dataset
         if not self.stage.group_by_modality_length:
@@ -59,11 +61,11 @@ class StageTrainer(SFTTrainer):
         return ModalityLengthGroupedSampler(train_dataset["length"], self.args.per_device_train_batch_size,
                                             batches_per_group, seed=self.args.seed)
 
-    def _prepare_inputs(self, inputs):
+    def compute_loss(self, model, inputs, *args, **kwargs):
         report = inputs.pop("data_report", None)
         if report is not None:
             self.data_report.update(report)
-        return super()._prepare_inputs(inputs)
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict)

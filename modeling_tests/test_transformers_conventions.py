@@ -1,0 +1,284 @@
+"""The conventions every transformers model meets (those its shared `ModelTesterMixin` / `GenerationTesterMixin`
+check), tested here because CI cannot fetch transformers' own test suite: tuples for `return_dict=False`,
+`get_image_features` as LLaVA's, every missing weight initialised as its backbone would, runtime attention switches on
+every preset, the tensor-parallel plan, assisted generation, static cache and `torch.compile`, the copyright header."""
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaForCausalLM
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from eagle_hf.configuration_eagle import EagleConfig
+from eagle_hf.modeling_eagle import EagleForConditionalGeneration, EagleModel
+from eagle_hf.vision_experts import EXPERT_KINDS
+from tiny import IMAGE_TOKEN_ID, image_prompt, tiny_eagle_config, tiny_expert, tiny_llava_config, tiny_text_config
+
+ALL_KINDS = sorted(EXPERT_KINDS)
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "eagle_hf"
+
+
+def build(config, model_class=EagleForConditionalGeneration, seed=0):
+    torch.manual_seed(seed)
+    return model_class(config).eval()
+
+
+def tiny_preset(name):
+    """A released preset (`EagleConfig.llava_1_5` / `eagle_x4` / `eagle_x5`) with every expert at the tiny size."""
+    if name == "llava_1_5":
+        return tiny_llava_config()
+    kinds = ("clip", "convnext", "eva02", "pix2struct") if name == "eagle_x4" else ("clip", "convnext", "sam", "eva02",
+                                                                                      "pix2struct")
+    overrides = {kind: {k: v for k, v in tiny_expert(kind).items() if k != "kind"} for kind in kinds}
+    return getattr(EagleConfig, name)(text_config=tiny_text_config(), expert_overrides=overrides, image_size=64,
+                                      grid_size=4, image_token_id=IMAGE_TOKEN_ID)
+
+
+PRESETS = ("llava_1_5", "eagle_x4", "eagle_x5")
+MIXTURE = ("clip", "convnext", "sam")  # the issue's second shared-test config
+
+
+# ----- 1. return_dict=False -----
+
+
+@pytest.mark.parametrize("model_class", [EagleModel, EagleForConditionalGeneration])
+def test_return_dict_false_gives_the_output_fields_as_a_tuple_in_order(model_class):
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config, model_class)
+    input_ids, pixel_values = image_prompt(config)
+    labels = input_ids.masked_fill(input_ids == IMAGE_TOKEN_ID, -100) if model_class is EagleForConditionalGeneration else None
+    extra = {"labels": labels} if labels is not None else {}
+    with torch.no_grad():
+        as_dict = model(input_ids=input_ids, pixel_values=pixel_values, output_hidden_states=True, **extra)
+        as_tuple = model(input_ids=input_ids, pixel_values=pixel_values, output_hidden_states=True, return_dict=False,
+                         **extra)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
+    for mine, reference in zip(as_tuple, as_dict.to_tuple()):
+        if isinstance(reference, torch.Tensor):
+            torch.testing.assert_close(mine, reference)
+    assert torch.equal(as_tuple[0], as_dict[0])  # loss (or last_hidden_state) first, as everywhere in transformers
+
+
+def test_config_return_dict_false_is_honoured_too():
+    config = tiny_llava_config()
+    config.return_dict = False
+    model = build(config)
+    input_ids, pixel_values = image_prompt(config)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, pixel_values=pixel_values)
+    assert isinstance(out, tuple) and out[0].shape == (1, input_ids.shape[1], config.text_config.vocab_size)
+
+
+# ----- 2. get_image_features -----
+
+
+def test_get_image_features_returns_the_fused_and_the_projected_features_as_llava_does():
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    _, pixel_values = image_prompt(config, num_images=2)
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values)
+        fused = model.model.vision_tower(pixel_values)
+        as_tuple = model.get_image_features(pixel_values=pixel_values, return_dict=False)
+    assert isinstance(features, BaseModelOutputWithPooling)
+    torch.testing.assert_close(features.last_hidden_state, fused)  # (2, 16, mm_hidden_size)
+    torch.testing.assert_close(features.pooler_output, model.model.multi_modal_projector(fused))
+    assert len(features.pooler_output) == 2 and features.pooler_output[0].shape == (16, 32)  # one (T, H) per image
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], fused)
+
+
+def test_precomputed_image_features_through_forward_equal_pixel_values():
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    input_ids, pixel_values = image_prompt(config)
+    with torch.no_grad():
+        from_pixels = model(input_ids=input_ids, pixel_values=pixel_values).logits
+        features = model.get_image_features(pixel_values)
+        from_features = model(input_ids=input_ids, mm_encoder_outputs={"image": features}).logits
+        features.pooler_output = list(features.pooler_output)  # the per-image list generate's expansion may give
+        from_list = model(input_ids=input_ids, mm_encoder_outputs={"image": features}).logits
+    torch.testing.assert_close(from_features, from_pixels)
+    torch.testing.assert_close(from_list, from_pixels)
+    with pytest.raises(ValueError, match="either pixel_values or mm_encoder_outputs"):
+        model(input_ids=input_ids, pixel_values=pixel_values, mm_encoder_outputs={"image": features})
+
+
+# ----- 3. every missing weight is initialised as its backbone's own model would -----
+
+
+# The special parameters (beyond Linear / Conv / LayerNorm / Embedding) of the backbones assembled from blocks,
+# with transformers' own model class for each.
+SPECIAL_PARAMETERS = {
+    "clip": ("CLIPVisionModel", ["embeddings.class_embedding", "embeddings.position_embedding.weight"]),
+    "siglip": ("SiglipVisionModel", ["embeddings.position_embedding.weight"]),
+    "dinov2": ("Dinov2Model", ["embeddings.cls_token", "embeddings.position_embeddings", "layer.0.layer_scale1.lambda1"]),
+    "convnext": ("ConvNextModel", ["stages.0.layers.0.layer_scale_parameter"]),
+}
+
+
+def _standalone_reference(kind, backbone_config):
+    """{name in our backbone: the same tensor in a fresh transformers model of that kind}."""
+    import transformers
+
+    if kind not in SPECIAL_PARAMETERS:
+        return {}
+    class_name, suffixes = SPECIAL_PARAMETERS[kind]
+    torch.manual_seed(1)
+    parameters = dict(getattr(transformers, class_name)(backbone_config).named_parameters())
+    return {suffix: next(value for name, value in parameters.items() if name.endswith(suffix)) for suffix in suffixes}
+
+
+def _assert_drawn_like(value, reference, key):
+    value, reference = value.detach().float(), reference.detach().float()
+    assert torch.isfinite(value).all() and value.abs().max() < 1e3, f"{key} holds uninitialised memory"
+    if reference.numel() < 2 or float(reference.std()) == 0.0:
+        torch.testing.assert_close(value, reference, msg=f"{key}: constant init differs")
+        return
+    ratio = float(value.std()) / float(reference.std())
+    assert 1 / 3 < ratio < 3, f"{key}: std {float(value.std()):.3g}, expected about {float(reference.std()):.3g}"
+    assert abs(float(value.mean()) - float(reference.mean())) < 3 * float(reference.std()), f"{key}: mean off"
+
+
+def test_every_weight_missing_from_a_checkpoint_is_initialised_as_its_backbone_would(tmp_path):
+    """Each key of a tiny model holding every expert kind is removed once (half the keys per load, then all of them):
+    the reloaded value is finite and drawn like a fresh model's (whose backbones draw as transformers' own)."""
+    config = tiny_eagle_config(ALL_KINDS)
+    model = build(config)
+    model.save_pretrained(tmp_path)
+    weights_file = tmp_path / "model.safetensors"
+    saved = load_file(weights_file)
+    fresh = build(config, seed=1).state_dict()
+    keys = sorted(saved)
+    for removed in (keys[0::2], keys[1::2], keys):
+        save_file({k: v for k, v in saved.items() if k not in removed}, weights_file, metadata={"format": "pt"})
+        reloaded = EagleForConditionalGeneration.from_pretrained(tmp_path).state_dict()
+        for key in removed:
+            _assert_drawn_like(reloaded[key], fresh[key], key)
+        kept = [k for k in keys if k not in removed]
+        for key in kept[:20]:
+            assert torch.equal(reloaded[key], saved[key]), f"{key} was loaded but then re-initialised"
+    # the backbones assembled from transformers' blocks draw their special parameters as transformers' own models
+    for index, expert in enumerate(config.vision_experts):
+        prefix = f"model.vision_tower.experts.{index}.backbone."
+        for suffix, reference in _standalone_reference(expert.kind, expert.backbone_config).items():
+            key = next(k for k in reloaded if k.startswith(prefix) and k.endswith(suffix))
+            _assert_drawn_like(reloaded[key], reference, key)
+
+
+# ----- 4. runtime attention switch on every preset -----
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_set_attn_implementation_works_at_runtime_on_every_preset(preset):
+    config = tiny_preset(preset)
+    model = build(config)
+    input_ids, pixel_values = image_prompt(config)
+    with torch.no_grad():
+        model.set_attn_implementation("eager")
+        eager = model(input_ids=input_ids, pixel_values=pixel_values).logits
+        assert model.config.text_config._attn_implementation == "eager"
+        model.set_attn_implementation("sdpa")
+        sdpa = model(input_ids=input_ids, pixel_values=pixel_values).logits
+    assert model.config._attn_implementation == "sdpa"
+    assert model.model.language_model.config._attn_implementation == "sdpa"
+    for expert in model.config.vision_experts:  # sdpa where the backbone has it, eager where it has no attention
+        expected = "sdpa" if EXPERT_KINDS[expert.kind].supports("sdpa") and EXPERT_KINDS[expert.kind].attention_class else "eager"
+        assert expert.backbone_config._attn_implementation == expected, expert.kind
+    torch.testing.assert_close(sdpa, eager, atol=1e-4, rtol=1e-4)
+
+
+# ----- 5. tensor-parallel plan -----
+
+
+def test_the_tensor_parallel_plan_names_the_lm_head_as_llava_does():
+    model = build(tiny_llava_config())
+    assert type(model)._tp_plan == {"lm_head": "colwise_gather_output"}
+    head = model.get_submodule("lm_head")
+    assert head is model.get_output_embeddings() and head.out_features == model.config.text_config.vocab_size
+
+
+# ----- 6. assisted generation; the clear error stays for one's own forward -----
+
+
+def _greedy(model, config, **extra):
+    torch.manual_seed(0)  # the same image every call
+    input_ids, pixel_values = image_prompt(config)
+    out = model.generate(input_ids=input_ids, pixel_values=pixel_values, max_new_tokens=6, do_sample=False, **extra)
+    return out[0, input_ids.shape[1]:]
+
+
+def _generate_encodes_images_first(model):
+    return hasattr(model, "_supports_mm_encoder_outputs")
+
+
+@pytest.mark.parametrize("draft", ["itself", "another_eagle", "text_only"])
+def test_assisted_generation_gives_the_greedy_tokens(draft):
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    reference = _greedy(model, config)
+    torch.manual_seed(3)
+    if draft == "text_only" and not _generate_encodes_images_first(model):
+        pytest.skip("this transformers' generate hands pixel_values to the draft, which a text-only LM refuses "
+                    "(as for LLaVA); from 5.24 it encodes the images first (mm_encoder_outputs)")
+    assistant = {"itself": model, "another_eagle": build(config, seed=3),
+                 "text_only": LlamaForCausalLM(tiny_text_config()).eval()}[draft]
+    assisted = _greedy(model, config, assistant_model=assistant)
+    assert assisted.tolist() == reference.tolist()
+
+
+def test_image_tokens_without_images_are_refused_in_forward_and_generate():
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    input_ids, _ = image_prompt(config)
+    for call in (lambda: model(input_ids=input_ids), lambda: model.generate(input_ids=input_ids, max_new_tokens=2)):
+        with pytest.raises(ValueError, match=f"holds {config.image_seq_length} image tokens but no pixel_values"):
+            call()
+
+
+# ----- 7. static cache and torch.compile -----
+
+
+def test_static_cache_gives_the_dynamic_cache_tokens():
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    assert _greedy(model, config, cache_implementation="static").tolist() == _greedy(model, config).tolist()
+
+
+def test_a_decode_step_compiles_as_one_graph_and_gives_the_same_logits():
+    """`_can_compile_fullgraph = True`: a decode step on a static cache is captured whole (no graph break);
+    the `eager` backend keeps this a capture check, without compiling kernels on the CPU."""
+    from transformers import StaticCache
+
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    assert type(model)._can_compile_fullgraph
+    input_ids, pixel_values = image_prompt(config)
+    length = input_ids.shape[1]
+    with torch.no_grad():
+        logits = []
+        for compiled in (False, True):
+            cache = StaticCache(config=config.text_config, max_cache_len=length + 8)
+            prompt = model(input_ids=input_ids, pixel_values=pixel_values, past_key_values=cache, use_cache=True)
+            step = torch.compile(model, fullgraph=True, backend="eager") if compiled else model
+            next_token = prompt.logits[:, -1:].argmax(-1)
+            position = {"position_ids": torch.tensor([[length]])}
+            if "cache_position" in inspect.signature(model.model.language_model.forward).parameters:
+                position["cache_position"] = torch.tensor([length])  # 4.57 derives it from the cache otherwise
+            logits.append(step(input_ids=next_token, past_key_values=cache, use_cache=True, **position).logits)
+    torch.testing.assert_close(logits[1], logits[0])
+
+
+# ----- 8. the copyright header transformers dates models by -----
+
+
+@pytest.mark.parametrize("name", ["configuration_eagle.py", "modeling_eagle.py", "processing_eagle.py",
+                                  "image_processing_eagle.py", "vision_experts.py", "fusion.py",
+                                  "configuration_eva02.py", "modeling_eva02.py", "pix2struct_patches.py"])
+def test_every_shipped_file_opens_with_a_dated_copyright_header(name):
+    first_line = (SHIPPED / name).read_text().splitlines()[0]
+    assert re.fullmatch(r"# Copyright 20\d\d .+", first_line), f"{name} starts with {first_line!r}"
