@@ -192,6 +192,36 @@ def test_set_attn_implementation_works_at_runtime_on_every_preset(preset):
     torch.testing.assert_close(sdpa, eager, atol=1e-4, rtol=1e-4)
 
 
+def test_a_dict_sets_attention_only_on_the_configs_it_names():
+    """transformers' dict form: "" is the top-level config alone, a sub-config key its own tree, the rest unchanged."""
+    config = tiny_eagle_config(MIXTURE)
+    config._attn_implementation = "eager"
+    model = build(config)
+    text_config = model.config.text_config
+    experts = [expert.backbone_config for expert in model.config.vision_experts]
+    model.set_attn_implementation({"": "sdpa"})
+    assert model.config._attn_implementation == "sdpa"
+    assert text_config._attn_implementation == "eager" and {e._attn_implementation for e in experts} == {"eager"}
+    model.set_attn_implementation({"text_config": "sdpa"})
+    assert text_config._attn_implementation == "sdpa" and {e._attn_implementation for e in experts} == {"eager"}
+    model.set_attn_implementation({"vision_experts": "sdpa", "": "eager"})
+    assert model.config._attn_implementation == "eager" and text_config._attn_implementation == "sdpa"
+    assert [e._attn_implementation for e in experts] == ["sdpa", "eager", "sdpa"]  # ConvNeXt has no attention
+    with pytest.raises(ValueError, match="foo"):
+        model.set_attn_implementation("foo")
+
+
+def test_the_vision_tower_reports_its_config_and_attention_as_a_transformers_tower_does(tmp_path):
+    build(tiny_eagle_config(MIXTURE)).save_pretrained(tmp_path)
+    for requested in ("sdpa", "eager"):
+        tower = EagleForConditionalGeneration.from_pretrained(tmp_path, attn_implementation=requested).model.vision_tower
+        assert tower._supports_sdpa and tower.config._attn_implementation == requested
+        attention_configs = {type(module).__name__: module.config._attn_implementation
+                             for module in tower.modules() if type(module).__name__.endswith("Attention")
+                             and getattr(module, "config", None) is not None}
+        assert attention_configs and set(attention_configs.values()) == {requested}, attention_configs
+
+
 # ----- 5. tensor-parallel plan -----
 
 

@@ -343,9 +343,12 @@ class EagleConfig(PretrainedConfig):
 
     @_attn_implementation.setter
     def _attn_implementation(self, value):
-        """Also reaches every expert's backbone config (the generic setter only walks `sub_configs`)."""
+        """Also reaches every expert's backbone config (the generic setter only walks `sub_configs`); a dict reaches
+        them only where it names "vision_experts", as it reaches a sub-config only where it names it."""
         PretrainedConfig._attn_implementation.fset(self, value)
-        expert_value = value.get("vision_experts", value.get("")) if isinstance(value, dict) else value
+        expert_value = value.get("vision_experts") if isinstance(value, dict) else value
+        if expert_value is None:
+            return
         for expert in getattr(self, "vision_experts", None) or ():
             expert.backbone_config._attn_implementation = expert_value
 

@@ -98,10 +98,15 @@ class EagleVisionTower(nn.Module):
     """The ordered experts and their fusion: (N, 3, S, S) -> (N, image_seq_length, mm_hidden_size).
 
     The fusion is a module (`FUSIONS[config.fusion].build`); its parameters, if any, are `vision_tower.fusion.*`.
+    Like a transformers vision tower it carries its `config` (the model's) and says it takes SDPA: every expert with
+    attention runs it, the others (ConvNeXt) have no attention to run.
     """
+
+    _supports_sdpa = True
 
     def __init__(self, config):
         super().__init__()
+        self.config = config
         self.experts = nn.ModuleList(
             EagleVisionExpert(expert, config.image_mean, config.image_std, config.grid_size)
             for expert in config.vision_experts
@@ -170,20 +175,23 @@ class EaglePreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def set_attn_implementation(self, attn_implementation, *args, **kwargs):
-        """As transformers': the language model checks and takes the kernel; every expert takes it too, or the best one
-        its backbone supports. (transformers' generic walk would reach the experts' own PreTrainedModel blocks and
-        refuse, e.g. "sdpa" for ConvNeXt, which has no attention.) A dict may name "text_config" and "vision_experts"."""
-        if isinstance(attn_implementation, dict):
-            default = attn_implementation.get("", self.config._attn_implementation)
-            text_value = attn_implementation.get("text_config", default)
-            expert_value = attn_implementation.get("vision_experts", default)
-        else:
-            text_value = expert_value = attn_implementation
+        """As transformers': a string goes to the whole model, a dict to the configs it names ("" the top-level config,
+        "text_config" the language model, "vision_experts" every expert), the others keep theirs. The language model
+        checks its kernel; each expert takes the kernel or the best one its backbone supports. (transformers' generic
+        walk would reach the experts' own PreTrainedModel blocks and refuse, e.g. "sdpa" for ConvNeXt, which has no
+        attention.)"""
         language_model = self.get_decoder()
+        if isinstance(attn_implementation, dict):
+            top_value = attn_implementation.get("", self.config._attn_implementation)
+            text_value = attn_implementation.get("text_config", language_model.config._attn_implementation)
+            expert_value = attn_implementation.get("vision_experts")
+        else:
+            top_value = text_value = expert_value = attn_implementation
         language_model.set_attn_implementation(text_value, *args, **kwargs)
-        self.config._attn_implementation = language_model.config._attn_implementation  # reaches every sub-config
-        for expert in self.config.vision_experts:
-            choose_attention(expert, expert_value)
+        self.config._attn_implementation = {"": top_value}  # this config alone: a dict leaves the sub-configs as they are
+        if expert_value is not None:
+            for expert in self.config.vision_experts:
+                choose_attention(expert, expert_value)
 
 
 def resolve_expert_attention(config):
