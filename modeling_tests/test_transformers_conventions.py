@@ -108,6 +108,47 @@ def test_precomputed_image_features_through_forward_equal_pixel_values():
         model(input_ids=input_ids, pixel_values=pixel_values, mm_encoder_outputs={"image": features})
 
 
+def test_get_image_features_gives_every_experts_hidden_states_and_attentions_on_request():
+    from eagle_hf.vision_experts import expert_blocks
+
+    config = tiny_eagle_config(ALL_KINDS)
+    config._attn_implementation = "eager"  # probabilities come from eager attention only
+    model = build(config)
+    _, pixel_values = image_prompt(config, num_images=2)
+    with torch.no_grad():
+        plain = model.get_image_features(pixel_values)
+        full = model.get_image_features(pixel_values, output_hidden_states=True, output_attentions=True)
+        config.output_hidden_states = True  # the config's flag works as in transformers
+        from_config = model.get_image_features(pixel_values)
+    assert plain.hidden_states is None and plain.attentions is None
+    torch.testing.assert_close(full.pooler_output, plain.pooler_output)  # recording changes nothing
+    experts = model.model.vision_tower.experts
+    assert len(full.hidden_states) == sum(len(expert_blocks(e.backbone)) + 1 for e in experts)
+    assert len(from_config.hidden_states) == len(full.hidden_states)
+    assert all(h.shape[0] == 2 and torch.isfinite(h).all() for h in full.hidden_states)
+    with_attention = [b for e in experts for b in expert_blocks(e.backbone) if e.expert_config.kind != "convnext"]
+    assert len(full.attentions) == len(with_attention)  # every block of every expert with attention
+    for probabilities in full.attentions:  # rows of probabilities
+        torch.testing.assert_close(probabilities.sum(-1), torch.ones(probabilities.shape[:-1]))
+    with pytest.raises(TypeError, match=r"unexpected keyword\(s\) \['vision_feature_layer'\]"):
+        model.get_image_features(pixel_values, vision_feature_layer=-2)
+
+
+def test_generate_returns_the_language_models_attentions_per_step():
+    """`generate` hands `get_image_features` the keywords its signature names: the output flags must stay with the
+    language model (they travel in **kwargs, as LLaVA's)."""
+    config = tiny_llava_config()
+    config._attn_implementation = "eager"
+    model = build(config)
+    input_ids, pixel_values = image_prompt(config)
+    out = model.generate(input_ids=input_ids, pixel_values=pixel_values, max_new_tokens=3, do_sample=False,
+                         output_attentions=True, output_hidden_states=True, return_dict_in_generate=True)
+    assert len(out.attentions) == 3 and all(isinstance(step, tuple) for step in out.attentions)
+    assert len(out.attentions[0]) == config.text_config.num_hidden_layers
+    assert out.attentions[0][0].shape[-1] == input_ids.shape[1]  # the prompt step sees the whole prompt
+    assert len(out.hidden_states[0]) == config.text_config.num_hidden_layers + 1
+
+
 # ----- 3. every missing weight is initialised as its backbone's own model would -----
 
 
@@ -187,9 +228,38 @@ def test_set_attn_implementation_works_at_runtime_on_every_preset(preset):
     assert model.config._attn_implementation == "sdpa"
     assert model.model.language_model.config._attn_implementation == "sdpa"
     for expert in model.config.vision_experts:  # sdpa where the backbone has it, eager where it has no attention
-        expected = "sdpa" if EXPERT_KINDS[expert.kind].supports("sdpa") and EXPERT_KINDS[expert.kind].attention_class else "eager"
+        kind = EXPERT_KINDS[expert.kind]
+        expected = "sdpa" if kind.supports("sdpa") and kind.attention_class else "eager"
         assert expert.backbone_config._attn_implementation == expected, expert.kind
     torch.testing.assert_close(sdpa, eager, atol=1e-4, rtol=1e-4)
+    # SAM's classes are chosen when built: its config keeps saying what runs (built with sdpa, the default)
+    sam_attention = [type(m).__name__ for m in model.modules() if type(m).__name__.startswith("SamVision")
+                     and type(m).__name__.endswith("Attention")]
+    assert not sam_attention or set(sam_attention) == {"SamVisionSdpaAttention"}
+
+
+def test_an_expert_that_picks_its_kernel_when_built_keeps_it_and_says_so():
+    import tempfile
+
+    from transformers.testing_utils import CaptureLogger
+
+    from eagle_hf import modeling_eagle
+
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    sam = next(expert for expert in model.config.vision_experts if expert.kind == "sam")
+    assert sam.backbone_config._attn_implementation == "sdpa"
+    with CaptureLogger(modeling_eagle.logger) as captured:
+        model.set_attn_implementation("eager")
+    assert sam.backbone_config._attn_implementation == "sdpa"  # the config still says what runs
+    assert "sam expert chooses its attention kernel when it is built and keeps 'sdpa'" in captured.out
+    assert model.config.text_config._attn_implementation == "eager"
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        eager = EagleForConditionalGeneration.from_pretrained(folder, attn_implementation="eager")
+        reloaded_classes = {type(m).__name__ for m in eager.modules() if type(m).__name__.startswith("SamVision")
+                            and type(m).__name__.endswith("Attention")}
+    assert reloaded_classes == {"SamVisionAttention"}
 
 
 def test_a_dict_sets_attention_only_on_the_configs_it_names():
@@ -206,7 +276,8 @@ def test_a_dict_sets_attention_only_on_the_configs_it_names():
     assert text_config._attn_implementation == "sdpa" and {e._attn_implementation for e in experts} == {"eager"}
     model.set_attn_implementation({"vision_experts": "sdpa", "": "eager"})
     assert model.config._attn_implementation == "eager" and text_config._attn_implementation == "sdpa"
-    assert [e._attn_implementation for e in experts] == ["sdpa", "eager", "sdpa"]  # ConvNeXt has no attention
+    # ConvNeXt has no attention; SAM keeps the kernel it was built with (its classes are chosen then)
+    assert [e._attn_implementation for e in experts] == ["sdpa", "eager", "eager"]
     with pytest.raises(ValueError, match="foo"):
         model.set_attn_implementation("foo")
 

@@ -22,9 +22,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutp
 from transformers.utils import logging
 
 from .configuration_eagle import EagleConfig
-from .vision_experts import EMBEDDINGS_WITH_POSITION_IDS
+from .vision_experts import EMBEDDINGS_WITH_POSITION_IDS, EXPERT_KINDS
 from .fusion import FUSIONS
-from .vision_experts import EagleVisionExpert, choose_attention, init_backbone_block
+from .vision_experts import EagleVisionExpert, choose_attention, init_backbone_block, record_expert_outputs
 
 # transformers 4.57 copies only directly imported sibling files for a local folder (see configuration_eagle.py).
 from .configuration_eva02 import Eva02VisionConfig  # noqa: F401, E402
@@ -189,9 +189,16 @@ class EaglePreTrainedModel(PreTrainedModel):
             top_value = text_value = expert_value = attn_implementation
         language_model.set_attn_implementation(text_value, *args, **kwargs)
         self.config._attn_implementation = {"": top_value}  # this config alone: a dict leaves the sub-configs as they are
-        if expert_value is not None:
-            for expert in self.config.vision_experts:
-                choose_attention(expert, expert_value)
+        for expert in self.config.vision_experts if expert_value is not None else ():
+            current = expert.backbone_config._attn_implementation
+            if EXPERT_KINDS[expert.kind].attention_fixed_at_build and expert_value != current:
+                # As transformers does for sub-models that cannot switch: warn, and keep the kernel that runs.
+                logger.warning(
+                    f"The {expert.kind} expert chooses its attention kernel when it is built and keeps {current!r}; "
+                    f"load the model with attn_implementation={expert_value!r} to run {expert_value!r} there too."
+                )
+                continue
+            choose_attention(expert, expert_value)
 
 
 def resolve_expert_attention(config):
@@ -221,21 +228,43 @@ class EagleModel(EaglePreTrainedModel):
     def set_decoder(self, decoder):
         self.language_model = decoder
 
-    def get_image_features(self, pixel_values, return_dict=None, **kwargs):
+    def get_image_features(self, pixel_values, **kwargs):
         """(num_images, 3, S, S) -> `BaseModelOutputWithPooling` (a tuple if `return_dict=False`), as LLaVA's in 5.x.
 
         `last_hidden_state`: the fused expert features (num_images, image_seq_length, mm_hidden_size);
         `pooler_output`: the projected image features (num_images, image_seq_length, text hidden_size), one row per
-        image, which is what the prompt's `<image>` tokens are replaced by.
+        image, which is what the prompt's `<image>` tokens are replaced by;
+        `hidden_states` (if `output_hidden_states`): every expert's in turn, in the experts' order, each as transformers
+        counts them (the input of the first block, then each block's output, up to the feature layer);
+        `attentions` (if `output_attentions`): the attention probabilities of every expert block that has attention,
+        in the same order (eager attention only: fused kernels do not give them).
+
+        The flags come as keywords (`output_hidden_states`, `output_attentions`, `return_dict`), not as named
+        parameters: `generate` hands this method every model keyword its signature names, and would take them away
+        from the language model (as LLaVA's, whose flags also travel in `**kwargs`).
         """
+        unknown = sorted(set(kwargs) - {"output_hidden_states", "output_attentions", "return_dict"})
+        if unknown:
+            raise TypeError(f"get_image_features() takes pixel_values, output_hidden_states, output_attentions and "
+                            f"return_dict; got unexpected keyword(s) {unknown}.")
+        output_hidden_states, output_attentions, return_dict = (
+            kwargs.get(name) for name in ("output_hidden_states", "output_attentions", "return_dict"))
         size = self.config.image_size
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
             raise ValueError(f"Expected pixel_values of shape (num_images, 3, {size}, {size}), got {shape}.")
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         tower_dtype = next(self.vision_tower.parameters()).dtype
-        fused = self.vision_tower(pixel_values.to(tower_dtype))  # (N, T, mm_hidden_size)
+        with record_expert_outputs(self.vision_tower.experts, output_hidden_states, output_attentions) as recorded:
+            fused = self.vision_tower(pixel_values.to(tower_dtype))  # (N, T, mm_hidden_size)
         projected = self.multi_modal_projector(fused.to(self.multi_modal_projector.linear_1.weight.dtype))
-        output = BaseModelOutputWithPooling(last_hidden_state=fused, pooler_output=projected)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=fused,
+            pooler_output=projected,
+            hidden_states=tuple(t for expert in recorded["hidden_states"] for t in expert) if output_hidden_states else None,
+            attentions=tuple(t for expert in recorded["attentions"] for t in expert) if output_attentions else None,
+        )
         return _return(output, self.config.return_dict if return_dict is None else return_dict)
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
@@ -293,7 +322,8 @@ class EagleModel(EaglePreTrainedModel):
         self._check_prompt_length(inputs_embeds, cache)
         image_features = None
         if pixel_values is not None:
-            precomputed = self.get_image_features(pixel_values, return_dict=True)
+            precomputed = self.get_image_features(pixel_values, output_hidden_states=False, output_attentions=False,
+                                                 return_dict=True)
         if precomputed is not None:
             image_features = precomputed.pooler_output  # (N, T, H), or a list of N (T, H) after generate's expansion
             if not isinstance(image_features, torch.Tensor):

@@ -185,7 +185,8 @@ class Eva02Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, hidden_states, rope_cos, rope_sin):
-        """(B, N, C) tokens and (N, head_dim) rope tables -> (B, N, C)."""
+        """(B, N, C) tokens and (N, head_dim) rope tables -> ((B, N, C), attention probabilities (B, heads, N, N) or
+        None), as transformers' attention modules return them (fused kernels give no probabilities)."""
         batch, seq_len, _ = hidden_states.shape
         query = self.q_proj(hidden_states)
         key = self.k_proj(hidden_states)
@@ -201,10 +202,10 @@ class Eva02Attention(nn.Module):
         key = apply_rotary(key, rope_cos, rope_sin).type_as(value)
 
         attention = _attention_interface(self.config._attn_implementation)
-        output, _ = attention(
+        output, weights = attention(
             self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=self.is_causal
         )
-        return self.proj(output.reshape(batch, seq_len, -1))
+        return self.proj(output.reshape(batch, seq_len, -1)), weights
 
 
 class Eva02SwiGLU(nn.Module):
@@ -265,7 +266,7 @@ class Eva02Block(GradientCheckpointingLayer):
             x, padded_hw = window_partition(x, self.window_size)
         tile_shape = x.shape
         # Attention sees a flat token sequence per tile (a window, or the whole map).
-        x = self.attn(x.reshape(tile_shape[0], -1, channels), rope_cos, rope_sin).view(tile_shape)
+        x = self.attn(x.reshape(tile_shape[0], -1, channels), rope_cos, rope_sin)[0].view(tile_shape)
         if self.window_size > 0:
             x = window_unpartition(x, self.window_size, padded_hw, (height, width))
         hidden_states = hidden_states + self.drop_path(x)

@@ -12,6 +12,7 @@ and how to run it up to the selected layer. `EagleVisionExpert` resizes the shar
 runs the backbone and brings its map to the shared grid.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -340,6 +341,9 @@ class ExpertKind:
     num_prefix_tokens: Callable = lambda config: 0
     map_size_fn: Optional[Callable] = None
     runs_in_stages: bool = False  # a ViT of transformers' layers: the llava_hr fusion can act between its layers
+    # transformers' SAM picks its attention classes when built (not through the attention interface), so a new kernel
+    # takes effect only in a model built (or loaded) with it.
+    attention_fixed_at_build: bool = False
 
     def map_size(self, expert):
         if self.map_size_fn is not None:
@@ -388,7 +392,7 @@ EXPERT_KINDS = {
     "sam": ExpertKind(
         SamVisionConfig, sam_vit_large, _build_sam, _encode_last_hidden_state, _check_last_layer_only,
         channels=lambda e: e.backbone_config.output_channels, stride=_patch_stride,
-        attention_class=modeling_sam.SamPreTrainedModel,
+        attention_class=modeling_sam.SamPreTrainedModel, attention_fixed_at_build=True,
     ),
     "eva02": ExpertKind(
         Eva02VisionConfig, Eva02VisionConfig, lambda e: Eva02VisionModel(e.backbone_config), _encode_last_hidden_state, _check_last_layer_only,
@@ -440,6 +444,56 @@ def init_backbone_block(module):
     stand_in.__dict__["config"] = backbone_config
     init_class._init_weights(stand_in, module)
     return True
+
+
+def expert_blocks(backbone):
+    """The backbone's blocks in order: its first ModuleList (ViT encoder layers, ConvNeXt stages, SAM, EVA-02 and
+    Pix2Struct layers)."""
+    return next((module for module in backbone.modules() if isinstance(module, nn.ModuleList)), nn.ModuleList())
+
+
+def _block_attention(block):
+    """The block's outermost attention module (transformers' attention modules return (output, weights))."""
+    return next((module for module in block.modules() if type(module).__name__.endswith("Attention")), None)
+
+
+@contextlib.contextmanager
+def record_expert_outputs(experts, hidden_states=False, attentions=False):
+    """While open, records each expert's hidden states (the input of its first block, then every block's output, as
+    transformers counts them) and attention probabilities (every block whose attention gives them: eager kernels).
+    Yields {"hidden_states": [per expert, a list], "attentions": [...]}; forward hooks, removed on exit."""
+    record = {"hidden_states": [[] for _ in experts], "attentions": [[] for _ in experts]}
+    handles = []
+
+    def first(output):
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    def keep_input(store):
+        return lambda module, args, kwargs: store.append(args[0] if args else kwargs["hidden_states"])
+
+    def keep_weights(store):
+        def hook(module, args, output):
+            if isinstance(output, (tuple, list)) and len(output) > 1 and isinstance(output[1], torch.Tensor):
+                store.append(output[1])
+        return hook
+
+    for index, expert in enumerate(experts):
+        blocks = expert_blocks(expert.backbone)
+        for position, block in enumerate(blocks):
+            if hidden_states:
+                store = record["hidden_states"][index]
+                if position == 0:
+                    handles.append(block.register_forward_pre_hook(keep_input(store), with_kwargs=True))
+                handles.append(block.register_forward_hook(lambda module, args, output, store=store:
+                                                           store.append(first(output))))
+            attention = _block_attention(block) if attentions else None
+            if attention is not None:
+                handles.append(attention.register_forward_hook(keep_weights(record["attentions"][index])))
+    try:
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class EagleVisionExpert(nn.Module):
