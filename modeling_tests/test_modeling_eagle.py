@@ -6,7 +6,7 @@ import torch
 from eagle_hf.configuration_eagle import EagleConfig
 from eagle_hf.modeling_eagle import EagleForConditionalGeneration
 from eagle_hf.vision_experts import EXPERT_KINDS, EagleVisionExpert
-from tiny import IMAGE_TOKEN_ID, PAD_TOKEN_ID, image_prompt, tiny_eagle_config, tiny_expert, tiny_text_config
+from tiny import IMAGE_TOKEN_ID, PAD_TOKEN_ID, image_prompt, tiny_eagle_config, tiny_expert
 
 ALL_KINDS = sorted(EXPERT_KINDS)
 

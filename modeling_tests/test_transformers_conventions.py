@@ -341,6 +341,32 @@ def test_image_tokens_without_images_are_refused_in_forward_and_generate():
             call()
 
 
+def test_the_cache_goes_in_under_either_name_the_installed_transformers_knows():
+    """The cache is never named in our forward: it reaches the language model under the caller's name, so the
+    language model's own rename handling applies (`past_key_values` up to 5.23, `cache` from 5.24 with the old name
+    still accepted). Both names give the same cache and logits."""
+    from transformers import DynamicCache
+
+    config = tiny_eagle_config(MIXTURE)
+    model = build(config)
+    input_ids, pixel_values = image_prompt(config)
+    accepted = [name for name in ("past_key_values", "cache")
+                if name in inspect.signature(type(model.model.language_model).forward).parameters]
+    assert accepted, "the language model names no cache parameter"
+    if "cache" in accepted:
+        accepted.append("past_key_values")  # the old name, which 5.24+ maps with a deprecation warning
+    results = []
+    with torch.no_grad():
+        for name in dict.fromkeys(accepted):
+            cache = DynamicCache(config=config.text_config)
+            out = model(input_ids=input_ids, pixel_values=pixel_values, use_cache=True, **{name: cache})
+            returned = out["cache"] if "cache" in out else out["past_key_values"]
+            assert returned is cache and cache.get_seq_length() == input_ids.shape[1], name
+            results.append(out.logits)
+    for logits in results[1:]:
+        torch.testing.assert_close(logits, results[0])
+
+
 # ----- 7. static cache and torch.compile -----
 
 
@@ -383,3 +409,21 @@ def test_a_decode_step_compiles_as_one_graph_and_gives_the_same_logits():
 def test_every_shipped_file_opens_with_a_dated_copyright_header(name):
     first_line = (SHIPPED / name).read_text().splitlines()[0]
     assert re.fullmatch(r"# Copyright 20\d\d .+", first_line), f"{name} starts with {first_line!r}"
+
+
+# ----- private Trainer hooks the training code overrides -----
+
+
+def test_the_private_trainer_hooks_stage_trainer_overrides_still_exist_with_the_same_parameters():
+    """transformers has no public hook for the sampler, the save and the resume: `StageTrainer` overrides the private
+    ones, which a release could rename; an override that is never called would fail silently, so this fails instead."""
+    from transformers import Trainer
+
+    from eagle_hf.training.trainer import StageTrainer
+
+    expected = {"_get_train_sampler": ["self", "train_dataset"], "_save": ["self", "output_dir", "state_dict"],
+                "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"]}
+    for name, parameters in expected.items():
+        assert name in StageTrainer.__dict__, f"StageTrainer no longer overrides {name}"
+        assert hasattr(Trainer, name), f"transformers' Trainer has no {name} any more: StageTrainer's override is dead"
+        assert list(inspect.signature(getattr(Trainer, name)).parameters) == parameters, name

@@ -19,7 +19,8 @@ from torch import nn
 from transformers import AutoModel, Cache, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, logging
 
 from .configuration_eagle import EagleConfig
 from .vision_experts import EMBEDDINGS_WITH_POSITION_IDS, EXPERT_KINDS
@@ -240,8 +241,8 @@ class EagleModel(EaglePreTrainedModel):
         in the same order (eager attention only: fused kernels do not give them).
 
         The flags come as keywords (`output_hidden_states`, `output_attentions`, `return_dict`), not as named
-        parameters: `generate` hands this method every model keyword its signature names, and would take them away
-        from the language model (as LLaVA's, whose flags also travel in `**kwargs`).
+        parameters: `generate` hands this method every model keyword its signature names, and the language model
+        would lose them (LLaVA's flags also travel in `**kwargs`).
         """
         unknown = sorted(set(kwargs) - {"output_hidden_states", "output_attentions", "return_dict"})
         if unknown:
@@ -302,7 +303,7 @@ class EagleModel(EaglePreTrainedModel):
 
     def forward(
         self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, inputs_embeds=None,
-        use_cache=None, mm_encoder_outputs=None, **kwargs,
+        use_cache=None, mm_encoder_outputs=None, **kwargs: Unpack[TransformersKwargs],
     ):
         """As LLaVA's. The cache (`past_key_values`, named `cache` from transformers 5.24) and the output flags go
         through `**kwargs` to the language model under whatever name the installed transformers uses.
@@ -372,7 +373,7 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
 
     def forward(
         self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, inputs_embeds=None,
-        labels=None, use_cache=None, logits_to_keep=0, mm_encoder_outputs=None, **kwargs,
+        labels=None, use_cache=None, logits_to_keep=0, mm_encoder_outputs=None, **kwargs: Unpack[TransformersKwargs],
     ):
         """Labels use -100 for ignored positions and are shifted inside the loss, as in every transformers causal LM."""
         return_dict = kwargs.pop("return_dict", None)

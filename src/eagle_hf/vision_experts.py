@@ -439,7 +439,9 @@ def init_backbone_block(module):
     if tag is None:
         return False
     init_class, backbone_config = tag
-    # `_init_weights` reads only `self.config`: an instance holding just that stands in for the full model.
+    # `_init_weights` (the documented hook of every PreTrainedModel) reads only `self.config` in CLIP, SigLIP, DINOv2
+    # and ConvNeXt on transformers 4.57.6, 5.23.0 and 5.25.0: an instance holding just that stands in for the model.
+    # Should a release read more, loading fails loudly, and CI (on the newest release) names it.
     stand_in = init_class.__new__(init_class)
     stand_in.__dict__["config"] = backbone_config
     init_class._init_weights(stand_in, module)

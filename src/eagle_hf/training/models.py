@@ -16,6 +16,7 @@ import os
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageTextToText
 from transformers.utils import logging
 
 from ..configuration_eagle import EagleConfig
@@ -90,7 +91,7 @@ def build_model_from_sources(config, lookup, dtype=None, seed=0):
                          "ZeRO-3 cannot do (parameters are sharded at creation); run these stages with ZeRO-2, DDP "
                          "or FSDP.")
     torch.manual_seed(seed)
-    model = EagleForConditionalGeneration._from_config(config, dtype=dtype or torch.float32)
+    model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)  # public path
     tied = set((getattr(model, "_tied_weights_keys", None) or {})) if config.tie_word_embeddings else set()
     missing, shapes = [], []
     with torch.no_grad():

@@ -52,7 +52,8 @@ class StageTrainer(SFTTrainer):
         return self.optimizer
 
     # The three hooks below are Trainer's private methods (transformers has no public sampler, save or resume hook for
-    # these); their signatures are the same in 4.57.6, 5.23.0 and 5.24.0. Checked again on each new release by CI.
+    # these); their signatures are the same in 4.57.6, 5.23.0 and 5.25.0, and a project test fails on a release that
+    # renames one (an override that is never called would fail silently).
     def _get_train_sampler(self, train_dataset=None):
         train_dataset = self.train_dataset if train_dataset is None else train_dataset
         if not self.stage.group_by_modality_length:
