@@ -1,4 +1,4 @@
-"""Command line: `eagle-hf demo | presets | convert | eval | search-experts`."""
+"""Command line: `eagle-hf demo | presets | convert | eval | search-experts | update-code`."""
 
 import argparse
 import sys
@@ -44,6 +44,10 @@ def main(argv=None):
 
     add_search_arguments(commands.add_parser(
         "search-experts", help="greedy search over vision experts on the demo's synthetic scenes"))
+    from .hub.code import add_update_code_arguments, run_update_code
+
+    add_update_code_arguments(commands.add_parser(
+        "update-code", help="rewrite a saved checkpoint's model and processor code with this eagle-hf's"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args)
@@ -56,4 +60,6 @@ def main(argv=None):
         return run_eval(args)
     if args.command == "search-experts":
         return run_search(args)
+    if args.command == "update-code":
+        return run_update_code(args)
     return 0
