@@ -32,9 +32,10 @@ def pytest_terminal_summary(terminalreporter):
     import other_env
 
     lines = []
-    for label, cached in (("other", other_env._other_python_cached), ("middle", other_env._middle_python_cached)):
-        if cached.cache_info().currsize:
-            python, version, *_rest = cached()
-            lines.append(f"{label} environment: transformers {version} at {python}")
+    if other_env._other_python_cached.cache_info().currsize:
+        python, version, *_rest = other_env._other_python_cached()
+        lines.append(f"other environment: transformers {version} at {python}")
+    for version, (python, error) in sorted(other_env.MIDDLE_RESULTS.items()):
+        lines.append(f"middle environment: transformers {version} at {python or error}")
     for line in lines:
         terminalreporter.write_line(line)

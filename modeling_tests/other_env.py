@@ -39,9 +39,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent
 # The other environment for each main major: which transformers it holds and where it lives (both gitignored).
 OTHER_ENVS = {4: ("5.23.0", ".venv-tf5"), 5: ("4.57.6", ".venv-tf457")}
-# A pinned release between the floor and the newest: when a new release breaks the remote-code round trip, this one
-# still passing names the release that caused it (5.24 renamed the cache everywhere; 5.23 is the last before it).
-MIDDLE_ENV = ("5.23.0", ".venv-tf523")
+# Pinned releases between the floor and the newest: when a new release breaks the remote-code round trip, these still
+# passing name the release that caused it. 5.24.0 renamed the cache in every model output (it broke the code of the
+# first eagle-hf checkpoints); 5.23.0 is the last release before that rename.
+MIDDLE_ENVS = {"5.23.0": ".venv-tf523", "5.24.0": ".venv-tf524"}
 OTHER_PACKAGES = ("safetensors", "pillow", "numpy", "jinja2", "tokenizers")
 READY_MARKER = "eagle-hf-env.json"
 PIP_TIMEOUT_S = 1200
@@ -132,23 +133,27 @@ def _other_python_cached():
         return None, None, time.perf_counter() - started, str(error)
 
 
-@functools.lru_cache(maxsize=None)
-def _middle_python_cached():
+MIDDLE_RESULTS = {}  # version -> (interpreter or None, error or None), once per run: one failure, one build
+
+
+def _middle_python_cached(version):
     import torch
 
-    version, directory = MIDDLE_ENV
-    try:
-        return str(build_env(REPO_ROOT / directory, version, torch.__version__.split("+")[0])), version, None
-    except (OtherEnvError, OSError, subprocess.TimeoutExpired) as error:
-        return None, version, str(error)
+    if version not in MIDDLE_RESULTS:
+        try:
+            python = build_env(REPO_ROOT / MIDDLE_ENVS[version], version, torch.__version__.split("+")[0])
+            MIDDLE_RESULTS[version] = (str(python), None)
+        except (OtherEnvError, OSError, subprocess.TimeoutExpired) as error:
+            MIDDLE_RESULTS[version] = (None, str(error))
+    return MIDDLE_RESULTS[version]
 
 
-def middle_python():
-    """(interpreter path, transformers version) of the pinned middle release `MIDDLE_ENV`; raises OtherEnvError."""
-    python, version, error = _middle_python_cached()
+def middle_python(version):
+    """The interpreter of the pinned release `version` (a key of `MIDDLE_ENVS`); raises OtherEnvError."""
+    python, error = _middle_python_cached(version)
     if error is not None:
         raise OtherEnvError(error)
-    return python, version
+    return python
 
 
 def other_python():
@@ -173,22 +178,22 @@ def run_script(python, command, *args, env=None, src_importable=False, timeout=6
 
 if pytest is not None:
 
+    def _found_or_failed(find):
+        """What `find` returns; a failed build fails the test (never a skip: CI has to exercise every version)."""
+        try:
+            return find()
+        except OtherEnvError as error:
+            pytest.fail(str(error), pytrace=False)
+
     @pytest.fixture(scope="session")
     def other_env():
-        """(python, transformers version, seconds spent) of the other environment; a failed build fails the test."""
-        try:
-            return other_python()
-        except OtherEnvError as error:
-            pytest.fail(str(error), pytrace=False)
+        """(python, transformers version, seconds spent) of the other environment."""
+        return _found_or_failed(other_python)
 
-
-    @pytest.fixture(scope="session")
-    def middle_env():
-        """(python, transformers version) of the pinned middle release; a failed build fails the test."""
-        try:
-            return middle_python()
-        except OtherEnvError as error:
-            pytest.fail(str(error), pytrace=False)
+    @pytest.fixture(scope="session", params=sorted(MIDDLE_ENVS))
+    def middle_env(request):
+        """(python, transformers version) of each pinned middle release."""
+        return _found_or_failed(lambda: middle_python(request.param)), request.param
 
 
 # ----- what both environments run (imports torch / transformers only inside) -----

@@ -53,8 +53,8 @@ def test_a_checkpoint_saved_by_the_other_transformers_loads_here_without_the_pac
     assert "OK pipeline image-text-to-text" in output, output
 
 
-def test_a_checkpoint_saved_here_loads_in_the_pinned_middle_release_without_the_package(tmp_path, request):
-    python, version = request.getfixturevalue("middle_env")
+def test_a_checkpoint_saved_here_loads_in_each_pinned_middle_release_without_the_package(tmp_path, middle_env):
+    python, version = middle_env
     save_checkpoint(tmp_path / "ckpt")
     output = run_script(python, "check", tmp_path / "ckpt", tmp_path / "ckpt" / "reference.pt", "--pipeline",
                         env=offline_env(tmp_path))
