@@ -7,7 +7,7 @@ import shutil
 import torch
 
 from eagle_hf import EagleForConditionalGeneration
-from eagle_hf.training import FeatureCache, cached_features_forward, recipe_from_dict, run_plan, tower_fingerprint
+from eagle_hf.training import FeatureCache, recipe_from_dict, run_plan, tower_fingerprint
 from test_training_stages import tensors
 from tiny import image_prompt, save_tiny_init, synthetic_caption_records, tiny_eagle_config, tiny_processor
 
@@ -22,8 +22,7 @@ def test_a_model_given_cached_features_computes_what_it_computes_from_pixels():
     with torch.no_grad():
         expected = model(input_ids=input_ids, pixel_values=pixel_values).logits
         features = model.model.vision_tower(pixel_values)  # (2, 16, 32 + 64)
-        with cached_features_forward(model):
-            got = model(input_ids=input_ids, image_features=features).logits
+        got = model(input_ids=input_ids, mm_encoder_outputs={"image": {"last_hidden_state": features}}).logits
     torch.testing.assert_close(got, expected)
 
 

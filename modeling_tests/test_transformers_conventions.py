@@ -149,6 +149,24 @@ def test_generate_returns_the_language_models_attentions_per_step():
     assert len(out.hidden_states[0]) == config.text_config.num_hidden_layers + 1
 
 
+def test_the_towers_fused_output_goes_through_forward_projected_there_and_checked_like_pixels():
+    """A frozen-expert feature cache hands the model the tower's fused output (no projection): forward projects it
+    with the projector being trained, places it, and checks the prompt as for pixels."""
+    config = tiny_eagle_config(MIXTURE, model_max_length=24)
+    model = build(config)
+    input_ids, pixel_values = image_prompt(config)  # 16 image tokens + 5 text tokens
+    with torch.no_grad():
+        fused = model.model.vision_tower(pixel_values)
+        from_pixels = model(input_ids=input_ids, pixel_values=pixel_values).logits
+        from_fused = model(input_ids=input_ids, mm_encoder_outputs={"image": {"last_hidden_state": fused}}).logits
+    torch.testing.assert_close(from_fused, from_pixels)
+    too_long = torch.cat([input_ids, input_ids[:, -5:]], dim=1)  # 26 tokens > model_max_length 24
+    with pytest.raises(ValueError, match="26 tokens long .* model_max_length 24"):
+        model(input_ids=too_long, mm_encoder_outputs={"image": {"last_hidden_state": fused}})
+    with pytest.raises(ValueError, match=r"holds \['features'\]; expected 'pooler_output' .* or 'last_hidden_state'"):
+        model(input_ids=input_ids, mm_encoder_outputs={"image": {"features": fused}})
+
+
 # ----- 3. every missing weight is initialised as its backbone's own model would -----
 
 

@@ -286,6 +286,19 @@ class EagleModel(EaglePreTrainedModel):
             )
         return is_image.unsqueeze(-1).expand_as(inputs_embeds)
 
+    def _projected(self, image_output):
+        """The projected features (N, T, H) of a `get_image_features` output, or of a mapping holding only the tower's
+        `last_hidden_state` (N, T, mm_hidden_size), which is projected here."""
+        projected = image_output.get("pooler_output")  # a list of N (T, H) after generate's expansion
+        if projected is None:
+            fused = image_output.get("last_hidden_state")
+            if fused is None:
+                raise ValueError(f"mm_encoder_outputs['image'] holds {sorted(image_output.keys())}; expected "
+                                 f"'pooler_output' (projected features) or 'last_hidden_state' (the tower's fused ones).")
+            projector = self.multi_modal_projector
+            return projector(fused.to(projector.linear_1.weight.device, projector.linear_1.weight.dtype))
+        return projected if isinstance(projected, torch.Tensor) else torch.stack(list(projected))
+
     def _check_prompt_length(self, inputs_embeds, cache):
         limit = self.config.model_max_length
         prefill = cache is None or cache.get_seq_length() == 0
@@ -309,7 +322,9 @@ class EagleModel(EaglePreTrainedModel):
         through `**kwargs` to the language model under whatever name the installed transformers uses.
 
         `mm_encoder_outputs` ({"image": output of `get_image_features`}) gives precomputed image features instead of
-        `pixel_values` (transformers 5.24's `generate` encodes the images this way before the prompt)."""
+        `pixel_values` (transformers 5.24's `generate` encodes the images this way before the prompt). An entry with
+        only `last_hidden_state` (the vision tower's fused features, e.g. from a frozen-expert feature cache) is
+        projected here, by the projector being trained."""
         return_dict = kwargs.pop("return_dict", None)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
@@ -326,9 +341,7 @@ class EagleModel(EaglePreTrainedModel):
             precomputed = self.get_image_features(pixel_values, output_hidden_states=False, output_attentions=False,
                                                  return_dict=True)
         if precomputed is not None:
-            image_features = precomputed.pooler_output  # (N, T, H), or a list of N (T, H) after generate's expansion
-            if not isinstance(image_features, torch.Tensor):
-                image_features = torch.stack(list(image_features))
+            image_features = self._projected(precomputed)
             image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)

@@ -8,7 +8,7 @@ This sub-package imports trl, peft, datasets and pyyaml; the model files shipped
 """
 
 from .data import ConversationEncoder, DataReport, EagleDataCollator, ModalityLengthGroupedSampler, conversation_of
-from .feature_cache import FeatureCache, cached_features_forward, tower_fingerprint
+from .feature_cache import FeatureCache, tower_fingerprint
 from .groups import MODULE_GROUPS, apply_trainability, group_of, llm_linear_regex, parameter_table
 from .models import (QLORA_SKIP_MODULES, add_lora, build_align_model, build_prealign_model, load_model, merge_lora,
                      single_expert_config)
@@ -20,7 +20,7 @@ __all__ = [
     "ConversationEncoder", "DataReport", "DataSpec", "EagleDataCollator", "FeatureCache", "MODULE_GROUPS",
     "ModalityLengthGroupedSampler", "QLORA_SKIP_MODULES", "Recipe", "STAGE_PRESETS", "Stage", "StageCheckCallback",
     "StageResult", "StageTrainer", "StopAfterSteps", "add_lora", "apply_trainability", "build_align_model",
-    "build_prealign_model", "cached_features_forward", "conversation_of", "group_of", "last_complete_checkpoint",
+    "build_prealign_model", "conversation_of", "group_of", "last_complete_checkpoint",
     "llm_linear_regex", "load_model", "load_recipe", "make_stage", "make_training_args", "merge_lora",
     "parameter_table", "recipe_from_dict", "run_plan", "run_stage", "single_expert_config", "tower_fingerprint",
 ]

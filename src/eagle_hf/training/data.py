@@ -328,7 +328,8 @@ class ConversationEncoder:
 class EagleDataCollator:
     """Index rows -> a padded batch (right padding). Skipped samples leave the batch and go into `data_report`, a
     plain dict the trainer pops before the forward pass. With a feature cache, the batch carries the frozen experts'
-    `image_features` (num_images, T, C) instead of `pixel_values`."""
+    fused features (num_images, T, C) as `mm_encoder_outputs={"image": {"last_hidden_state": ...}}` instead of
+    `pixel_values`: the model's own forward projects and places them."""
 
     def __init__(self, records, encoder, image_processor, pad_token_id, image_folder=None, feature_cache=None):
         self.records = records
@@ -381,7 +382,7 @@ class EagleDataCollator:
         batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         images = [image for _, _, sample_images in samples for image in sample_images]
         if images and self.feature_cache is not None:
-            batch["image_features"] = torch.stack(images)
+            batch["mm_encoder_outputs"] = {"image": {"last_hidden_state": torch.stack(images)}}
         elif images:
             try:
                 batch["pixel_values"] = self.image_processor(images, return_tensors="pt")["pixel_values"]

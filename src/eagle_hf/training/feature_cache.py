@@ -5,10 +5,10 @@ Only for stages where every expert is frozen (the projector and/or LLM train): t
 `<cache_dir>/<tower fingerprint>/<image sha256[:2]>/<image sha256>.safetensors`; the fingerprint covers the experts'
 configs and weights, the fusion and grid, and the image processor's settings, so features of other experts or other
 preprocessing are never reused. Disk cost: image_seq_length * mm_hidden_size * 2 bytes per image in bf16 (LLaVA-1.5:
-576 x 1024 -> 1.2 MB; Eagle-X5: 1024 x 7680 -> 15.7 MB).
+576 x 1024 -> 1.2 MB; Eagle-X5: 1024 x 7680 -> 15.7 MB). The collator hands them to the model's own forward
+(`mm_encoder_outputs`), which projects and places them as it does the tower's live output.
 """
 
-import contextlib
 import hashlib
 import json
 import os
@@ -112,32 +112,4 @@ class FeatureCache:
         return len(pending)
 
 
-def _project_cached_features(eagle_model, args, kwargs):
-    """Forward pre-hook of `EagleModel`: `image_features` (fused, unprojected) -> `inputs_embeds`."""
-    features = kwargs.pop("image_features", None)
-    if features is None:
-        return args, kwargs
-    input_ids = kwargs.pop("input_ids")
-    embeds = eagle_model.get_input_embeddings()(input_ids)
-    projector = eagle_model.multi_modal_projector
-    projected = projector(features.to(projector.linear_1.weight.dtype)).to(embeds.dtype)
-    mask = eagle_model.get_placeholder_mask(input_ids, embeds, projected)
-    kwargs["inputs_embeds"] = embeds.masked_scatter(mask, projected)
-    return args, kwargs
-
-
-@contextlib.contextmanager
-def cached_features_forward(model):
-    """Within the block, `model(..., image_features=...)` skips the vision tower and projects the cached features.
-
-    A forward pre-hook on the inner `EagleModel`, so it runs inside DDP's forward and TRL's fused-LM-head path alike.
-    """
-    eagle_model = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
-    handle = eagle_model.register_forward_pre_hook(_project_cached_features, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-__all__ = ["FeatureCache", "cached_features_forward", "tower_fingerprint"]
+__all__ = ["FeatureCache", "tower_fingerprint"]

@@ -5,7 +5,6 @@ Layout under a plan's output directory: `<stage>/` (pre-alignment: `<stage>/expe
 plan skips every stage with a `stage_result.json` and resumes an interrupted one from its last complete checkpoint.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -23,7 +22,7 @@ from trl import SFTConfig
 
 from ..chat_templates import load_chat_template
 from .data import ConversationEncoder, DataReport, EagleDataCollator, SkippedSample, estimate_length, load_records
-from .feature_cache import FeatureCache, cached_features_forward, tower_fingerprint
+from .feature_cache import FeatureCache, tower_fingerprint
 from .groups import apply_trainability
 from .models import add_lora, build_align_model, build_prealign_model, load_config, load_model, merge_lora
 from .stages import Recipe, load_recipe, recipe_from_dict
@@ -225,7 +224,6 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
             stage = dataclasses.replace(stage, group_learning_rates=rates)
     apply_trainability(model, stage.train, stage.lora)
     index, collator, records = stage_data(recipe, stage, processor, model.config, records)
-    cache = None
     if stage.feature_cache:
         trained = [n for n, p in model.named_parameters() if p.requires_grad and ".vision_tower." in f".{n}"]
         if trained:
@@ -233,7 +231,7 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
                              f"{len(trained)} of its parameters train (e.g. {trained[0]}, a fusion layer trained "
                              "with the projector); set `feature_cache: false`.")
         cache_dir = feature_cache_dir or os.path.join(os.path.dirname(os.path.abspath(stage_dir)), "feature_cache")
-        cache = _fill_feature_cache(cache_dir, model, processor, collator, records, args)
+        _fill_feature_cache(cache_dir, model, processor, collator, records, args)  # the collator reads it
     check = StageCheckCallback(stage, stage.lora, title)
     trainer = StageTrainer(
         model=model, args=args, train_dataset=index, data_collator=collator, stage=stage,
@@ -242,8 +240,7 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
     )
     if resume:
         logger.info(f"stage {title}: resuming from {resume}")
-    with cached_features_forward(model) if cache is not None else contextlib.nullcontext():
-        trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(stage_dir)
     report = _gather_reports(trainer.data_report)
     result = StageResult(name=title, output_dir=stage_dir, log_history=trainer.state.log_history,
