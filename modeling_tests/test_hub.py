@@ -27,8 +27,9 @@ EVAL_RESULTS = [
 ]
 X5_CHECKPOINTS = ["openai/clip-vit-large-patch14-336", "timm/convnext_xxlarge.clip_laion2b_soup_ft_in1k",
                   "facebook/sam-vit-large", "Yuxin-CV/EVA-02", "google/pix2struct-large"]
-SHIPPED = {"configuration_eagle.py", "configuration_eva02.py", "fusion.py", "modeling_eagle.py", "modeling_eva02.py",
-           "pix2struct_patches.py", "vision_experts.py", "image_processing_eagle.py", "processing_eagle.py"}
+SHIPPED = {"configuration_eagle.py", "configuration_experts.py", "configuration_eva02.py", "fusion.py",
+           "modeling_eagle.py", "modeling_eva02.py", "pix2struct_patches.py", "vision_experts.py",
+           "image_processing_eagle.py", "processing_eagle.py"}
 
 
 # ----- model cards -----

@@ -13,7 +13,8 @@ from eagle_hf import EagleForConditionalGeneration, EagleImageProcessor
 from tiny import image_prompt, tiny_eagle_config
 
 SHIPPED = {
-    "configuration_eagle.py", "configuration_eva02.py", "fusion.py", "modeling_eagle.py", "modeling_eva02.py",
+    "configuration_eagle.py", "configuration_experts.py", "configuration_eva02.py", "fusion.py", "modeling_eagle.py",
+    "modeling_eva02.py",
     "pix2struct_patches.py", "vision_experts.py",
 }
 # What a checkpoint's files may import besides each other: transformers' own requirements and the standard library.
@@ -93,3 +94,28 @@ def test_checkpoint_loads_through_the_auto_classes_in_a_fresh_process_without_th
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded with AutoModelForImageTextToText" in result.stdout
+
+
+CONFIG_ONLY = textwrap.dedent(
+    """
+    import sys
+    sys.modules["eagle_hf"] = None
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True)
+    assert type(config).__module__.startswith("transformers_modules"), type(config).__module__
+    modeling = sorted(name for name in sys.modules if ".modeling_" in f".{name}" and not name.endswith("modeling_auto")
+                      and not name.startswith(("transformers.modeling_", "accelerate.")))
+    print("config", config.mm_hidden_size, "modeling modules:", modeling)
+    """
+)
+
+
+def test_loading_a_config_as_remote_code_imports_no_modeling_module(tmp_path):
+    """The configuration side (configuration_eagle, configuration_experts, configuration_eva02) holds every fact a
+    config needs; no modeling file of ours or of transformers' backbones is imported to load one."""
+    save_tiny_checkpoint(tmp_path / "ckpt")
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-c", CONFIG_ONLY, str(tmp_path / "ckpt")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "config 192 modeling modules: []" in result.stdout, result.stdout

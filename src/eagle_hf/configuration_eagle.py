@@ -15,13 +15,12 @@ from transformers import AutoConfig, LlamaConfig, PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.utils import logging
 
-from .fusion import FUSIONS
-from .vision_experts import EXPERT_KINDS, GRID_RESAMPLES, PREFIX_POLICIES
+from .configuration_experts import EXPERT_FACTS, FUSION_FACTS, GRID_RESAMPLES, PREFIX_POLICIES
 
 # transformers 4.57 copies, for a local checkpoint folder, only the sibling files the loaded file imports *directly*:
-# every file this one needs through vision_experts is therefore named here too.
+# every file this one needs through configuration_experts is therefore named here too. No modeling file is imported:
+# loading a config needs no torch.
 from .configuration_eva02 import Eva02VisionConfig  # noqa: F401, E402
-from .modeling_eva02 import Eva02VisionModel  # noqa: F401, E402
 from .pix2struct_patches import patch_grid  # noqa: F401, E402
 
 
@@ -72,7 +71,7 @@ class EagleVisionExpertConfig(PretrainedConfig):
     One vision expert: which backbone, at which resolution, which layer, and how its output reaches the shared grid.
 
     Args:
-        kind (`str`): the backbone family, one of `EXPERT_KINDS` (`clip`, `siglip`, `dinov2`, `convnext`, `sam`,
+        kind (`str`): the backbone family, one of `EXPERT_FACTS` (`clip`, `siglip`, `dinov2`, `convnext`, `sam`,
             `eva02`, `pix2struct`).
         backbone_config (`dict` or `PretrainedConfig`, *optional*): the backbone's own config. A dict overrides single
             fields of the full-size backbone Eagle uses for that kind (which is the default).
@@ -106,9 +105,9 @@ class EagleVisionExpertConfig(PretrainedConfig):
         max_patches=None,
         **kwargs,
     ):
-        spec = EXPERT_KINDS.get(kind)
+        spec = EXPERT_FACTS.get(kind)
         if spec is None:
-            raise ValueError(f"Unknown vision expert kind {kind!r}; expected one of {sorted(EXPERT_KINDS)}.")
+            raise ValueError(f"Unknown vision expert kind {kind!r}; expected one of {sorted(EXPERT_FACTS)}.")
         self.kind = kind
         if isinstance(backbone_config, dict):
             backbone_config = {k: v for k, v in backbone_config.items() if k != "model_type"}
@@ -146,17 +145,17 @@ class EagleVisionExpertConfig(PretrainedConfig):
     @property
     def feature_map_size(self):
         """Side of the expert's native output map, before pixel-unshuffle and grid resampling."""
-        return EXPERT_KINDS[self.kind].map_size(self)
+        return EXPERT_FACTS[self.kind].map_size(self)
 
     @property
     def feature_map_channels(self):
         """Channels of the expert's native output map, before pixel-unshuffle (what the high-res fusions read)."""
-        return EXPERT_KINDS[self.kind].channels(self)
+        return EXPERT_FACTS[self.kind].channels(self)
 
     @property
     def encoder_layers(self):
         """Encoder layers a ViT expert that runs in stages keeps (those after `feature_layer` are pruned); else None."""
-        if not EXPERT_KINDS[self.kind].runs_in_stages:
+        if not EXPERT_FACTS[self.kind].runs_in_stages:
             return None
         # feature_layer counts hidden states (0 = embeddings): -1 keeps every layer, k > 0 keeps k.
         return self.feature_layer % (self.backbone_config.num_hidden_layers + 1)
@@ -164,7 +163,7 @@ class EagleVisionExpertConfig(PretrainedConfig):
     @property
     def hidden_size(self):
         """Channels this expert contributes to the fused features (derived, never typed)."""
-        channels = EXPERT_KINDS[self.kind].channels(self)
+        channels = EXPERT_FACTS[self.kind].channels(self)
         if self.grid_resample == "pixel_unshuffle":
             channels *= self.unshuffle_factor**2
         return channels
@@ -187,9 +186,9 @@ class EagleConfig(PretrainedConfig):
         vision_experts (`list`, *optional*): ordered `EagleVisionExpertConfig`s (or dicts). Defaults to one CLIP-L/336.
         image_size (`int`, *optional*, defaults to 1024): side of the shared square input every expert is resized from.
         grid_size (`int`, *optional*, defaults to 32): side of the shared grid; `grid_size**2` image tokens per image.
-        fusion (`str`, *optional*, defaults to `"channel_concat"`): how the experts are fused, one of `FUSIONS`:
+        fusion (`str`, *optional*, defaults to `"channel_concat"`): how the experts are fused, one of `FUSION_FACTS`:
             `channel_concat` (Eagle), `sequence_append`, `llava_hr`, `mini_gemini`, `deformable`. Each entry of
-            `FUSIONS` says which role each expert plays (the later three: expert 0 is the low-resolution stream);
+            `FUSION_FACTS` says which role each expert plays (the later three: expert 0 is the low-resolution stream);
             `mm_hidden_size` and `image_seq_length` follow from it.
         fusion_hidden_size (`int`, *optional*): `sequence_append` only, the common width every expert's tokens are
             projected to; defaults to the language model's hidden size.
@@ -240,7 +239,7 @@ class EagleConfig(PretrainedConfig):
         self.grid_size = int(grid_size)
         if self.image_size <= 0 or self.grid_size <= 0:
             raise ValueError(f"`image_size` and `grid_size` must be positive, got {image_size} and {grid_size}.")
-        self.fusion = _choice("fusion", fusion, FUSIONS)
+        self.fusion = _choice("fusion", fusion, FUSION_FACTS)
         self.fusion_hidden_size = _positive("fusion_hidden_size", fusion_hidden_size, allow_none=True)
         self.fusion_num_adapters = _positive("fusion_num_adapters", fusion_num_adapters)
         self.fusion_num_heads = _positive("fusion_num_heads", fusion_num_heads)
@@ -300,13 +299,13 @@ class EagleConfig(PretrainedConfig):
         )
 
     def _check_fusion(self):
-        """The chosen fusion's needs: how many experts, which kind comes first, then its own checks (see `FUSIONS`)."""
-        fusion, kinds = FUSIONS[self.fusion], [expert.kind for expert in self.vision_experts]
+        """The chosen fusion's needs: how many experts, which kind comes first, then its own checks (see `FUSION_FACTS`)."""
+        fusion, kinds = FUSION_FACTS[self.fusion], [expert.kind for expert in self.vision_experts]
         if len(kinds) < fusion.min_experts:
             raise ValueError(
                 f"The {self.fusion} fusion needs at least {fusion.min_experts} experts ({fusion.roles}); got {kinds}."
             )
-        staged = sorted(kind for kind, spec in EXPERT_KINDS.items() if spec.runs_in_stages)
+        staged = sorted(kind for kind, spec in EXPERT_FACTS.items() if spec.runs_in_stages)
         if fusion.staged_first_expert and kinds[0] not in staged:
             raise ValueError(
                 f"The {self.fusion} fusion needs a first expert whose encoder layers run in stages, one of {staged} "
@@ -330,12 +329,12 @@ class EagleConfig(PretrainedConfig):
     @property
     def mm_hidden_size(self):
         """Width of the fused features the projector reads (the original's name): the sum of the experts' channels."""
-        return FUSIONS[self.fusion].input_width(self)
+        return FUSION_FACTS[self.fusion].input_width(self)
 
     @property
     def image_seq_length(self):
         """Number of `<image>` tokens one image expands to."""
-        return FUSIONS[self.fusion].num_image_tokens(self)
+        return FUSION_FACTS[self.fusion].num_image_tokens(self)
 
     @property
     def _attn_implementation(self):

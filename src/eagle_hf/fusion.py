@@ -6,10 +6,10 @@
 # distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
 """Bringing each expert's map to the shared grid, and fusing the experts into image tokens.
 
-`FUSIONS` is the table behind `EagleConfig.fusion`. Each entry says which role each expert plays, how wide the fused
-features are (the projector's input, `mm_hidden_size`), how many image tokens one image becomes, which module fuses
-(built as `model.vision_tower.fusion`, so its parameters sit next to the projector's for training) and what else the
-config must satisfy. A fusion module is called as `fusion(experts, pixel_values)` with the ordered experts (each an
+`FUSIONS` is the table behind `EagleConfig.fusion`. Each entry extends the config-side row of `FUSION_FACTS`
+(configuration_experts.py: which role each expert plays, how wide the fused features are, how many image tokens one
+image becomes, what else the config must satisfy) with the module that fuses (built as `model.vision_tower.fusion`, so
+its parameters sit next to the projector's for training). A fusion module is called as `fusion(experts, pixel_values)` with the ordered experts (each an
 `EagleVisionExpert`) and returns (B, num_image_tokens, input_width). The strategies are those the Eagle paper compares
 (Shi et al., 2024, section 3.3):
 
@@ -29,6 +29,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .configuration_experts import FUSION_FACTS, FusionFacts, adapter_layers, sequence_width
 
 
 def resample_to_grid(feature_map, grid_size, mode="bilinear", unshuffle_factor=2):
@@ -71,11 +73,6 @@ class ChannelConcatFusion(nn.Module):
         return channel_concat([expert(pixel_values) for expert in experts])
 
 
-def sequence_width(config):
-    """The common width of `sequence_append`'s tokens: `fusion_hidden_size`, or the language model's width."""
-    return config.fusion_hidden_size or config.text_config.hidden_size
-
-
 class SequenceAppendFusion(nn.Module):
     """`sequence_append`: every expert's grid tokens, projected to one width, one expert after the other.
 
@@ -107,11 +104,6 @@ def match_side(feature_map, side):
     return F.interpolate(feature_map.float(), size=(side, side), mode="bilinear", align_corners=True).to(
         feature_map.dtype
     )
-
-
-def adapter_layers(num_layers, num_adapters):
-    """After which ViT layers the adapters act: evenly spaced, as LLaVA-HR's 3 adapters after each quarter of 24."""
-    return [round(index * num_layers / (num_adapters + 1)) for index in range(1, num_adapters + 1)]
 
 
 class ZeroInitLinear(nn.Linear):
@@ -342,102 +334,23 @@ def cell_centres(grid_size, like):
     return torch.stack([x, y], dim=-1).reshape(-1, 2)
 
 
-# ----- what each strategy needs of the config (the expert count and expert 0's kind are checked from the table) -----
-
-
-def _check_adapters(config):
-    layers = config.vision_experts[0].encoder_layers
-    if not 1 <= config.fusion_num_adapters <= layers - 1:
-        raise ValueError(
-            f"`fusion_num_adapters` must be in [1, {layers - 1}] with the llava_hr fusion: the adapters sit between "
-            f"the first expert's {layers} encoder layers; got {config.fusion_num_adapters}."
-        )
-    return adapter_layers(layers, config.fusion_num_adapters)
-
-
-def _check_windows(config):
-    grid = config.grid_size
-    offenders = [
-        f"expert {index} ({expert.kind}) gives {expert.feature_map_size}x{expert.feature_map_size}"
-        for index, expert in enumerate(config.vision_experts[1:], start=1)
-        if expert.feature_map_size % grid
-    ]
-    if offenders:
-        raise ValueError(
-            f"The mini_gemini fusion gives each of the {grid}x{grid} grid cells one window of every high-resolution "
-            f"source, so each source's native map side must be a multiple of grid_size {grid}; "
-            f"{'; '.join(offenders)}. Change those experts' image_size (pix2struct: max_patches) or the grid_size."
-        )
-
-
-def _check_heads(config):
-    width = config.vision_experts[0].hidden_size
-    if width % config.fusion_num_heads:
-        raise ValueError(
-            f"`fusion_num_heads` must divide the query width, the first expert's {width} grid channels, with the "
-            f"deformable fusion; got {config.fusion_num_heads}."
-        )
-
-
 @dataclass(frozen=True)
-class FusionKind:
-    """One strategy.
+class FusionKind(FusionFacts):
+    """A row of `FUSION_FACTS` plus `build(config)`: the module at `vision_tower.fusion`."""
 
-    `roles`: which expert plays which part (quoted in errors). `input_width(config)`: the projector's input width.
-    `num_image_tokens(config)`: tokens per image. `build(config)`: the module at `vision_tower.fusion`.
-    `min_experts`; `staged_first_expert`: expert 0 must be a ViT whose layers run in stages. `validate(config)`: the
-    remaining checks, raising ValueError with what is expected.
-    """
-
-    roles: str
-    input_width: Callable
-    num_image_tokens: Callable
-    build: Callable
-    min_experts: int = 1
-    staged_first_expert: bool = False
-    validate: Callable = lambda config: None
+    build: Callable = None
 
 
-HIGH_RES_ROLES = "expert 0 gives the low-resolution grid tokens (the queries), experts 1.. are high-resolution sources"
+def _fusion(name, build):
+    return FusionKind(**FUSION_FACTS[name].facts(), build=build)
+
 
 FUSIONS = {
-    "channel_concat": FusionKind(
-        roles="every expert's grid is one block of channels, in expert order",
-        input_width=lambda config: sum(expert.hidden_size for expert in config.vision_experts),
-        num_image_tokens=lambda config: config.grid_size**2,
-        build=lambda config: ChannelConcatFusion(),
-    ),
-    "sequence_append": FusionKind(
-        roles="every expert's grid is one block of tokens, in expert order",
-        input_width=sequence_width,
-        num_image_tokens=lambda config: len(config.vision_experts) * config.grid_size**2,
-        build=SequenceAppendFusion,
-    ),
-    "llava_hr": FusionKind(
-        roles="expert 0 is the low-resolution ViT the adapters act in, experts 1.. are high-resolution sources",
-        input_width=lambda config: config.vision_experts[0].hidden_size,
-        num_image_tokens=lambda config: config.grid_size**2,
-        build=LlavaHRFusion,
-        min_experts=2,
-        staged_first_expert=True,
-        validate=_check_adapters,
-    ),
-    "mini_gemini": FusionKind(
-        roles=HIGH_RES_ROLES,
-        input_width=lambda config: config.vision_experts[0].hidden_size,
-        num_image_tokens=lambda config: config.grid_size**2,
-        build=WindowAttentionFusion,
-        min_experts=2,
-        validate=_check_windows,
-    ),
-    "deformable": FusionKind(
-        roles=HIGH_RES_ROLES,
-        input_width=lambda config: config.vision_experts[0].hidden_size,
-        num_image_tokens=lambda config: config.grid_size**2,
-        build=DeformableFusion,
-        min_experts=2,
-        validate=_check_heads,
-    ),
+    "channel_concat": _fusion("channel_concat", lambda config: ChannelConcatFusion()),
+    "sequence_append": _fusion("sequence_append", SequenceAppendFusion),
+    "llava_hr": _fusion("llava_hr", LlavaHRFusion),
+    "mini_gemini": _fusion("mini_gemini", WindowAttentionFusion),
+    "deformable": _fusion("deformable", DeformableFusion),
 }
 
 

@@ -28,6 +28,7 @@ from .fusion import FUSIONS
 from .vision_experts import EagleVisionExpert, choose_attention, init_backbone_block, record_expert_outputs
 
 # transformers 4.57 copies only directly imported sibling files for a local folder (see configuration_eagle.py).
+from .configuration_experts import EXPERT_FACTS  # noqa: F401, E402
 from .configuration_eva02 import Eva02VisionConfig  # noqa: F401, E402
 from .modeling_eva02 import Eva02VisionModel  # noqa: F401, E402
 from .pix2struct_patches import patch_grid  # noqa: F401, E402

@@ -4,11 +4,11 @@
 # with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 # Unless required by applicable law or agreed to in writing, software distributed under the License is
 # distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
-"""The vision experts: one table of per-backbone facts, and one module class that serves every backbone.
+"""The vision experts: how each backbone kind is built and run, and one module class that serves every backbone.
 
-Each row of `EXPERT_KINDS` says which transformers config describes the backbone, how to build it (from transformers'
-own building blocks; EVA-02 is ours), how many prefix tokens it has, what map it produces and with how many channels,
-and how to run it up to the selected layer. `EagleVisionExpert` resizes the shared image to the expert's resolution,
+Each row of `EXPERT_KINDS` extends the config-side row of `EXPERT_FACTS` (configuration_experts.py: defaults, channels,
+strides, validation) with how to build the backbone (from transformers' own building blocks; EVA-02 is ours), how to
+run it up to the selected layer, and which transformers model class says what attention it supports. `EagleVisionExpert` resizes the shared image to the expert's resolution,
 runs the backbone and brings its map to the shared grid.
 """
 
@@ -20,14 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.utils import logging
-from transformers import (
-    CLIPVisionConfig,
-    ConvNextConfig,
-    Dinov2Config,
-    Pix2StructVisionConfig,
-    SamVisionConfig,
-    SiglipVisionConfig,
-)
 from transformers.models.clip import modeling_clip
 from transformers.models.convnext import modeling_convnext
 from transformers.models.dinov2 import modeling_dinov2
@@ -35,68 +27,16 @@ from transformers.models.pix2struct import modeling_pix2struct
 from transformers.models.sam import modeling_sam
 from transformers.models.siglip import modeling_siglip
 
-from .configuration_eva02 import Eva02VisionConfig
+from .configuration_experts import EXPERT_FACTS, GRID_RESAMPLES, PREFIX_POLICIES, ExpertFacts  # noqa: F401
 from .fusion import resample_to_grid
 from .modeling_eva02 import Eva02VisionModel
-from .pix2struct_patches import denormalize, extract_flattened_patches, patch_grid
+from .pix2struct_patches import denormalize, extract_flattened_patches
 
 
 logger = logging.get_logger(__name__)
 
-PREFIX_POLICIES = ("drop", "drop_before_encoder", "keep")
 # Blocks holding a non-persistent `position_ids` buffer that weight initialisation must refill.
 EMBEDDINGS_WITH_POSITION_IDS = (modeling_clip.CLIPVisionEmbeddings, modeling_siglip.SiglipVisionEmbeddings)
-GRID_RESAMPLES = ("bilinear", "pixel_unshuffle")
-
-
-# ----- full-size backbones, as Eagle uses them -----
-
-
-def clip_large_336(**overrides):
-    """openai/clip-vit-large-patch14-336."""
-    numbers = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                   image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5)
-    return CLIPVisionConfig(**{**numbers, **overrides})
-
-
-def siglip_so400m_384(**overrides):
-    """google/siglip-so400m-patch14-384 (a general expert; Eagle-1 itself has none)."""
-    numbers = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                   image_size=384, patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
-    return SiglipVisionConfig(**{**numbers, **overrides})
-
-
-def dinov2_large(**overrides):
-    """facebook/dinov2-large (the design space names DINOv2; Eagle-1's code has none)."""
-    numbers = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, image_size=518,
-                   patch_size=14, layerscale_value=1.0, layer_norm_eps=1e-6)
-    return Dinov2Config(**{**numbers, **overrides})
-
-
-def convnext_xxlarge(**overrides):
-    """timm convnext_xxlarge; eps 1e-5 in every LayerNorm (timm's value; HF's blocks hard-code 1e-6)."""
-    numbers = dict(depths=[3, 4, 30, 3], hidden_sizes=[384, 768, 1536, 3072], patch_size=4, num_stages=4,
-                   layer_norm_eps=1e-5, image_size=1024)
-    return ConvNextConfig(**{**numbers, **overrides})
-
-
-def sam_vit_large(**overrides):
-    """facebook/sam-vit-large's image encoder."""
-    numbers = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, global_attn_indexes=[5, 11, 17, 23],
-                   image_size=1024, patch_size=16, window_size=14, output_channels=256, mlp_dim=4096,
-                   # SAM's config says 1e-10, which leaves attention uniform (and rel-pos untrainable) from scratch.
-                   initializer_range=0.02)
-    return SamVisionConfig(**{**numbers, **overrides})
-
-
-def pix2struct_large(**overrides):
-    """google/pix2struct-large's encoder."""
-    numbers = dict(hidden_size=1536, num_hidden_layers=18, num_attention_heads=24, d_ff=3968, d_kv=64,
-                   patch_embed_hidden_size=768, dense_act_fn="gelu_new", layer_norm_eps=1e-6, patch_size=16,
-                   dropout_rate=0.0, attention_dropout=0.0,
-                   # The config's own 1e-10 makes a from-scratch encoder untrainable (as SAM's): use ViT's usual 0.02.
-                   initializer_range=0.02)
-    return Pix2StructVisionConfig(**{**numbers, **overrides})
 
 
 # ----- backbones built from transformers' blocks (not its *Model classes, whose v5 key conversions would apply) -----
@@ -248,107 +188,17 @@ def _encode_pix2struct(module, pixel_values):
     return hidden[:, : rows * cols].transpose(1, 2).reshape(batch, channels, rows, cols)
 
 
-# ----- validation helpers -----
-
-
-def _check_vit(expert):
-    config = expert.backbone_config
-    layers = config.num_hidden_layers
-    if not (1 <= expert.feature_layer <= layers or -layers <= expert.feature_layer <= -1):
-        raise ValueError(
-            f"Expert {expert.kind!r}: `feature_layer` must be in [1, {layers}] or [-{layers}, -1], "
-            f"got {expert.feature_layer}."
-        )
-    if expert.image_size % config.patch_size:
-        raise ValueError(
-            f"Expert {expert.kind!r}: `image_size` {expert.image_size} is not a multiple of the patch size "
-            f"{config.patch_size}."
-        )
-    if expert.prefix_tokens != "keep" and EXPERT_KINDS[expert.kind].num_prefix_tokens(config) == 0:
-        raise ValueError(
-            f"Expert {expert.kind!r} has no prefix tokens; `prefix_tokens` must be 'keep', got {expert.prefix_tokens!r}."
-        )
-    if expert.prefix_tokens == "keep" and EXPERT_KINDS[expert.kind].num_prefix_tokens(config):
-        raise ValueError(
-            f"Expert {expert.kind!r} keeps its prefix tokens, so its tokens do not form a square map; expected "
-            f"prefix_tokens 'drop' or 'drop_before_encoder'."
-        )
-
-
-def _check_last_layer_only(expert):
-    if expert.feature_layer != -1:
-        raise ValueError(f"Expert {expert.kind!r} supports only `feature_layer=-1`, got {expert.feature_layer}.")
-    _check_map_kind(expert)
-
-
-def _check_map_kind(expert):
-    if expert.prefix_tokens != "keep":
-        raise ValueError(
-            f"Expert {expert.kind!r} outputs a map without prefix tokens; `prefix_tokens` must be 'keep', "
-            f"got {expert.prefix_tokens!r}."
-        )
-    stride = EXPERT_KINDS[expert.kind].stride(expert)
-    if expert.image_size % stride:
-        raise ValueError(f"Expert {expert.kind!r}: `image_size` {expert.image_size} is not a multiple of {stride}.")
-    if expert.max_patches is not None and expert.kind != "pix2struct":
-        raise ValueError(f"`max_patches` applies to pix2struct only, got {expert.max_patches} for {expert.kind!r}.")
-
-
-def _check_convnext(expert):
-    stages = len(expert.backbone_config.hidden_sizes)
-    if not -stages <= expert.feature_layer < stages:
-        raise ValueError(
-            f"Expert 'convnext': `feature_layer` is a stage index in [-{stages}, {stages - 1}], got {expert.feature_layer}."
-        )
-    _check_map_kind(expert)
-
-
-def _check_pix2struct(expert):
-    if expert.max_patches is None or expert.max_patches <= 0:
-        raise ValueError(f"Expert 'pix2struct' needs a positive `max_patches`, got {expert.max_patches}.")
-    if expert.feature_layer != -1:
-        raise ValueError(f"Expert 'pix2struct' supports only `feature_layer=-1`, got {expert.feature_layer}.")
-    if expert.prefix_tokens != "keep":
-        raise ValueError("Expert 'pix2struct' has no prefix tokens; `prefix_tokens` must be 'keep'.")
-    config = expert.backbone_config
-    patch_width = 3 * config.patch_size**2
-    if config.patch_embed_hidden_size != patch_width:
-        raise ValueError(
-            f"Expert 'pix2struct': `patch_embed_hidden_size` must equal 3 * patch_size**2 = {patch_width} "
-            f"(one flattened patch), got {config.patch_embed_hidden_size}."
-        )
-
-
 @dataclass(frozen=True)
-class ExpertKind:
-    """Everything that differs between backbones. `stride`, `channels` and `map_size` take an expert config."""
+class ExpertKind(ExpertFacts):
+    """A row of `EXPERT_FACTS` plus what only the model needs: `build(expert)` -> backbone module,
+    `encode(module, pixel_values)` -> native map, `attention_class` (the PreTrainedModel whose `_supports_*` flags
+    apply; None: no attention) and `init_class` (the PreTrainedModel whose `_init_weights` draws a backbone assembled
+    from blocks; backbones that are PreTrainedModels themselves are initialised by transformers with their own)."""
 
-    config_class: type
-    default_config: Callable  # the full-size backbone Eagle uses; keyword overrides change single fields
-    build: Callable
-    encode: Callable
-    validate: Callable
-    channels: Callable
-    stride: Callable
-    attention_class: Optional[type] = None  # the PreTrainedModel whose `_supports_*` flags apply
-    # The PreTrainedModel whose `_init_weights` draws this backbone's weights, for backbones assembled from blocks
-    # (backbones that are PreTrainedModels themselves are initialised by transformers with their own).
+    build: Callable = None
+    encode: Callable = None
+    attention_class: Optional[type] = None
     init_class: Optional[type] = None
-    has_image_size: bool = True
-    default_image_size: int = 1024
-    default_prefix_policy: str = "keep"
-    default_max_patches: Optional[int] = None
-    num_prefix_tokens: Callable = lambda config: 0
-    map_size_fn: Optional[Callable] = None
-    runs_in_stages: bool = False  # a ViT of transformers' layers: the llava_hr fusion can act between its layers
-    # transformers' SAM picks its attention classes when built (not through the attention interface), so a new kernel
-    # takes effect only in a model built (or loaded) with it.
-    attention_fixed_at_build: bool = False
-
-    def map_size(self, expert):
-        if self.map_size_fn is not None:
-            return self.map_size_fn(expert)
-        return expert.image_size // self.stride(expert)
 
     def supports(self, attn_implementation):
         if attn_implementation in (None, "eager"):
@@ -357,53 +207,27 @@ class ExpertKind:
         return bool(getattr(self.attention_class, flag, False))
 
 
-def _patch_stride(expert):
-    return expert.backbone_config.patch_size
-
-
-def _hidden(expert):
-    return expert.backbone_config.hidden_size
+def _kind(name, **modeling):
+    return ExpertKind(**EXPERT_FACTS[name].facts(), **modeling)
 
 
 EXPERT_KINDS = {
-    "clip": ExpertKind(
-        CLIPVisionConfig, clip_large_336, _build_clip, _encode_vit, _check_vit, _hidden, _patch_stride,
-        attention_class=modeling_clip.CLIPPreTrainedModel, init_class=modeling_clip.CLIPPreTrainedModel,
-        default_image_size=336, default_prefix_policy="drop",
-        num_prefix_tokens=lambda config: 1, runs_in_stages=True,
-    ),
-    "siglip": ExpertKind(
-        SiglipVisionConfig, siglip_so400m_384, _build_siglip, _encode_vit, _check_vit, _hidden, _patch_stride,
-        attention_class=modeling_siglip.SiglipPreTrainedModel, init_class=modeling_siglip.SiglipPreTrainedModel,
-        default_image_size=384, runs_in_stages=True,
-    ),
-    "dinov2": ExpertKind(
-        Dinov2Config, dinov2_large, _build_dinov2, _encode_vit, _check_vit, _hidden, _patch_stride,
-        attention_class=modeling_dinov2.Dinov2PreTrainedModel, init_class=modeling_dinov2.Dinov2PreTrainedModel,
-        default_image_size=518, default_prefix_policy="drop",
-        num_prefix_tokens=lambda config: 1, runs_in_stages=True,
-    ),
-    "convnext": ExpertKind(
-        ConvNextConfig, convnext_xxlarge, _build_convnext, _encode_convnext, _check_convnext,
-        channels=lambda e: e.backbone_config.hidden_sizes[e.feature_layer],
-        stride=lambda e: e.backbone_config.patch_size * 2 ** (e.feature_layer % len(e.backbone_config.hidden_sizes)),
-        init_class=modeling_convnext.ConvNextPreTrainedModel,
-    ),
-    "sam": ExpertKind(
-        SamVisionConfig, sam_vit_large, _build_sam, _encode_last_hidden_state, _check_last_layer_only,
-        channels=lambda e: e.backbone_config.output_channels, stride=_patch_stride,
-        attention_class=modeling_sam.SamPreTrainedModel, attention_fixed_at_build=True,
-    ),
-    "eva02": ExpertKind(
-        Eva02VisionConfig, Eva02VisionConfig, lambda e: Eva02VisionModel(e.backbone_config), _encode_last_hidden_state, _check_last_layer_only,
-        _hidden, _patch_stride, attention_class=Eva02VisionModel,
-    ),
-    "pix2struct": ExpertKind(
-        Pix2StructVisionConfig, pix2struct_large, lambda e: modeling_pix2struct.Pix2StructVisionModel(e.backbone_config),
-        _encode_pix2struct, _check_pix2struct, _hidden, _patch_stride,
-        attention_class=modeling_pix2struct.Pix2StructPreTrainedModel, has_image_size=False, default_max_patches=2048,
-        map_size_fn=lambda e: patch_grid(e.image_size, e.image_size, e.backbone_config.patch_size, e.max_patches)[0],
-    ),
+    "clip": _kind("clip", build=_build_clip, encode=_encode_vit, attention_class=modeling_clip.CLIPPreTrainedModel,
+                  init_class=modeling_clip.CLIPPreTrainedModel),
+    "siglip": _kind("siglip", build=_build_siglip, encode=_encode_vit,
+                    attention_class=modeling_siglip.SiglipPreTrainedModel,
+                    init_class=modeling_siglip.SiglipPreTrainedModel),
+    "dinov2": _kind("dinov2", build=_build_dinov2, encode=_encode_vit,
+                    attention_class=modeling_dinov2.Dinov2PreTrainedModel,
+                    init_class=modeling_dinov2.Dinov2PreTrainedModel),
+    "convnext": _kind("convnext", build=_build_convnext, encode=_encode_convnext,
+                      init_class=modeling_convnext.ConvNextPreTrainedModel),
+    "sam": _kind("sam", build=_build_sam, encode=_encode_last_hidden_state,
+                 attention_class=modeling_sam.SamPreTrainedModel),
+    "eva02": _kind("eva02", build=lambda e: Eva02VisionModel(e.backbone_config), encode=_encode_last_hidden_state,
+                   attention_class=Eva02VisionModel),
+    "pix2struct": _kind("pix2struct", build=lambda e: modeling_pix2struct.Pix2StructVisionModel(e.backbone_config),
+                        encode=_encode_pix2struct, attention_class=modeling_pix2struct.Pix2StructPreTrainedModel),
 }
 
 
