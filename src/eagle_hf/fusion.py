@@ -4,7 +4,7 @@
 # with the License. You may obtain a copy of the License at http://www.apache.org/licenses/LICENSE-2.0
 # Unless required by applicable law or agreed to in writing, software distributed under the License is
 # distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND.
-"""Bringing each expert's map to the shared grid, and fusing the experts into image tokens.
+"""Fusing the experts' grids (or native maps) into image tokens.
 
 `FUSIONS` is the table behind `EagleConfig.fusion`. Each entry extends the config-side row of `FUSION_FACTS`
 (configuration_experts.py: which role each expert plays, how wide the fused features are, how many image tokens one
@@ -31,19 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration_experts import FUSION_FACTS, FusionFacts, adapter_layers, sequence_width
-
-
-def resample_to_grid(feature_map, grid_size, mode="bilinear", unshuffle_factor=2):
-    """(B, C, h, w) -> (B, C', grid_size, grid_size); C' = C * unshuffle_factor**2 with `mode="pixel_unshuffle"`."""
-    if mode == "pixel_unshuffle":
-        # SAM's 64x64x256 map becomes 32x32x1024: space to channels keeps every value (the original's choice).
-        feature_map = F.pixel_unshuffle(feature_map, unshuffle_factor)
-    if tuple(feature_map.shape[-2:]) != (grid_size, grid_size):
-        # The original resizes in fp32, bilinear, align_corners=True; kept so released weights see the same inputs.
-        feature_map = F.interpolate(
-            feature_map.float(), size=(grid_size, grid_size), mode="bilinear", align_corners=True
-        ).to(feature_map.dtype)
-    return feature_map
 
 
 def grid_tokens(feature_map):
@@ -357,5 +344,5 @@ FUSIONS = {
 __all__ = [
     "FUSIONS", "ChannelConcatFusion", "DeformableFusion", "FusionKind", "LlavaHRFusion", "MixtureOfResolutionAdapter",
     "SequenceAppendFusion", "WindowAttentionFusion", "adapter_layers", "channel_concat", "match_side",
-    "resample_to_grid", "window_tokens",
+    "window_tokens",
 ]

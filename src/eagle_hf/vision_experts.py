@@ -28,7 +28,6 @@ from transformers.models.sam import modeling_sam
 from transformers.models.siglip import modeling_siglip
 
 from .configuration_experts import EXPERT_FACTS, GRID_RESAMPLES, PREFIX_POLICIES, ExpertFacts  # noqa: F401
-from .fusion import resample_to_grid
 from .modeling_eva02 import Eva02VisionModel
 from .pix2struct_patches import denormalize, extract_flattened_patches
 
@@ -320,6 +319,22 @@ def record_expert_outputs(experts, hidden_states=False, attentions=False):
     finally:
         for handle in handles:
             handle.remove()
+
+
+# ----- the grid step: every expert's map on the shared grid -----
+
+
+def resample_to_grid(feature_map, grid_size, mode="bilinear", unshuffle_factor=2):
+    """(B, C, h, w) -> (B, C', grid_size, grid_size); C' = C * unshuffle_factor**2 with `mode="pixel_unshuffle"`."""
+    if mode == "pixel_unshuffle":
+        # SAM's 64x64x256 map becomes 32x32x1024: space to channels keeps every value (the original's choice).
+        feature_map = F.pixel_unshuffle(feature_map, unshuffle_factor)
+    if tuple(feature_map.shape[-2:]) != (grid_size, grid_size):
+        # The original resizes in fp32, bilinear, align_corners=True; kept so released weights see the same inputs.
+        feature_map = F.interpolate(
+            feature_map.float(), size=(grid_size, grid_size), mode="bilinear", align_corners=True
+        ).to(feature_map.dtype)
+    return feature_map
 
 
 class EagleVisionExpert(nn.Module):
