@@ -261,13 +261,13 @@ def test_an_expert_that_picks_its_kernel_when_built_keeps_it_and_says_so():
 
     from transformers.testing_utils import CaptureLogger
 
-    from eagle_hf import modeling_eagle
+    from eagle_hf import vision_experts
 
     config = tiny_eagle_config(MIXTURE)
     model = build(config)
     sam = next(expert for expert in model.config.vision_experts if expert.kind == "sam")
     assert sam.backbone_config._attn_implementation == "sdpa"
-    with CaptureLogger(modeling_eagle.logger) as captured:
+    with CaptureLogger(vision_experts.logger) as captured:
         model.set_attn_implementation("eager")
     assert sam.backbone_config._attn_implementation == "sdpa"  # the config still says what runs
     assert "sam expert chooses its attention kernel when it is built and keeps 'sdpa'" in captured.out
@@ -446,3 +446,16 @@ def test_the_private_trainer_hooks_stage_trainer_overrides_still_exist_with_the_
         assert name in StageTrainer.__dict__, f"StageTrainer no longer overrides {name}"
         assert hasattr(Trainer, name), f"transformers' Trainer has no {name} any more: StageTrainer's override is dead"
         assert list(inspect.signature(getattr(Trainer, name)).parameters) == parameters, name
+
+
+def test_one_function_sets_every_experts_kernel():
+    """`set_expert_attention` is the only code that writes an expert backbone's kernel at model level: the model's
+    build and `set_attn_implementation` both go through it."""
+    import re
+
+    for name in ("modeling_eagle.py", "vision_experts.py", "fusion.py", "modeling_eva02.py"):
+        writes = re.findall(r"backbone_config\._attn_implementation\s*=[^=]", (SHIPPED / name).read_text())
+        assert len(writes) == (1 if name == "vision_experts.py" else 0), (name, writes)
+    vision_source = (SHIPPED / "vision_experts.py").read_text()
+    function = vision_source[vision_source.index("def set_expert_attention("):]
+    assert "backbone_config._attn_implementation = kernel" in function.split("\ndef ", 1)[0]

@@ -23,9 +23,9 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, logging
 
 from .configuration_eagle import EagleConfig
-from .vision_experts import EMBEDDINGS_WITH_POSITION_IDS, EXPERT_KINDS
+from .vision_experts import EMBEDDINGS_WITH_POSITION_IDS
 from .fusion import FUSIONS
-from .vision_experts import EagleVisionExpert, choose_attention, init_backbone_block, record_expert_outputs
+from .vision_experts import EagleVisionExpert, init_backbone_block, record_expert_outputs, set_expert_attention
 
 # transformers 4.57 copies only directly imported sibling files for a local folder (see configuration_eagle.py).
 from .configuration_experts import EXPERT_FACTS  # noqa: F401, E402
@@ -191,28 +191,14 @@ class EaglePreTrainedModel(PreTrainedModel):
             top_value = text_value = expert_value = attn_implementation
         language_model.set_attn_implementation(text_value, *args, **kwargs)
         self.config._attn_implementation = {"": top_value}  # this config alone: a dict leaves the sub-configs as they are
-        for expert in self.config.vision_experts if expert_value is not None else ():
-            current = expert.backbone_config._attn_implementation
-            if EXPERT_KINDS[expert.kind].attention_fixed_at_build and expert_value != current:
-                # As transformers does for sub-models that cannot switch: warn, and keep the kernel that runs.
-                logger.warning(
-                    f"The {expert.kind} expert chooses its attention kernel when it is built and keeps {current!r}; "
-                    f"load the model with attn_implementation={expert_value!r} to run {expert_value!r} there too."
-                )
-                continue
-            choose_attention(expert, expert_value)
-
-
-def resolve_expert_attention(config):
-    """Give every expert the model's attention kernel, or the best one its backbone supports (with a warning)."""
-    for expert in config.vision_experts:
-        choose_attention(expert, expert.backbone_config._attn_implementation or config._attn_implementation)
+        if expert_value is not None:
+            set_expert_attention(self.config.vision_experts, expert_value, built=True)
 
 
 class EagleModel(EaglePreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
-        resolve_expert_attention(config)
+        set_expert_attention(config.vision_experts, default=config._attn_implementation)
         self.vision_tower = EagleVisionTower(config)
         self.multi_modal_projector = EagleMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)

@@ -230,25 +230,38 @@ EXPERT_KINDS = {
 }
 
 
-def choose_attention(expert_config, requested=None):
-    """Set the expert backbone's attention kernel: `requested` (default sdpa) or the best one it supports.
+def set_expert_attention(experts, requested=None, default=None, built=False):
+    """The one place an attention kernel reaches the experts (expert configs, in order).
 
-    Falling back from SDPA (the default) is logged at info level; from any other requested kernel, as a warning.
-    """
-    kind = EXPERT_KINDS[expert_config.kind]
-    wanted = requested or "sdpa"
-    if kind.attention_class is None:
-        chosen = "eager"  # the backbone has no attention; "eager" is what transformers accepts for such blocks
-    elif kind.supports(wanted):
-        chosen = wanted
-    else:
-        chosen = "sdpa" if kind.supports("sdpa") else "eager"
-        log = logger.info if wanted == "sdpa" else logger.warning_once
-        log(
-            f"The {expert_config.kind} expert does not support attn_implementation={wanted!r} in this transformers "
-            f"version; it uses {chosen!r} while the rest of the model uses {wanted!r}."
-        )
-    expert_config.backbone_config._attn_implementation = chosen
+    Each expert takes `requested`, else the kernel its backbone config already names, else `default`, else SDPA, or
+    the best one its backbone supports: falling back from SDPA (the default) is logged at info level, from any other
+    kernel as a warning; a backbone without attention (ConvNeXt) takes "eager", what transformers accepts for such
+    blocks. Once
+    `built`, an expert whose transformers classes chose their kernel at build time (SAM) keeps the kernel it runs, and
+    a warning says how to change it. Returns the kernels chosen."""
+    chosen = []
+    for expert in experts:
+        kind, current = EXPERT_KINDS[expert.kind], expert.backbone_config._attn_implementation
+        wanted = requested or current or default or "sdpa"
+        if built and kind.attention_fixed_at_build and wanted != current:
+            logger.warning(
+                f"The {expert.kind} expert chooses its attention kernel when it is built and keeps {current!r}; "
+                f"load the model with attn_implementation={wanted!r} to run {wanted!r} there too."
+            )
+            kernel = current
+        elif kind.attention_class is None:
+            kernel = "eager"
+        elif kind.supports(wanted):
+            kernel = wanted
+        else:
+            kernel = "sdpa" if kind.supports("sdpa") else "eager"
+            log = logger.info if wanted == "sdpa" else logger.warning_once
+            log(
+                f"The {expert.kind} expert does not support attn_implementation={wanted!r} in this transformers "
+                f"version; it uses {kernel!r} while the rest of the model uses {wanted!r}."
+            )
+        expert.backbone_config._attn_implementation = kernel
+        chosen.append(kernel)
     return chosen
 
 
@@ -344,8 +357,7 @@ class EagleVisionExpert(nn.Module):
         super().__init__()
         self.expert_config = expert_config
         self.kind = EXPERT_KINDS[expert_config.kind]
-        if expert_config.backbone_config._attn_implementation is None:
-            choose_attention(expert_config)
+        set_expert_attention([expert_config])  # the kernel its config names (built alone: SDPA or its best)
         self.backbone = self.kind.build(expert_config)
         if self.kind.init_class is not None:
             for block in self.backbone.modules():  # read by `init_backbone_block` (a plain attribute, not a submodule)
