@@ -459,3 +459,18 @@ def test_one_function_sets_every_experts_kernel():
     vision_source = (SHIPPED / "vision_experts.py").read_text()
     function = vision_source[vision_source.index("def set_expert_attention("):]
     assert "backbone_config._attn_implementation = kernel" in function.split("\ndef ", 1)[0]
+
+
+def test_the_module_prefixes_the_model_exports_are_where_its_parameters_are():
+    """Training, search and conversion read `MODULE_PREFIXES`: each names real parameters, and together they cover
+    every parameter of a model with a parametrised fusion."""
+    from eagle_hf.modeling_eagle import MODULE_PREFIXES
+
+    config = tiny_eagle_config(("clip", "sam"), fusion="sequence_append")
+    names = [name for name, _ in build(config).named_parameters()]
+    for part, prefix in MODULE_PREFIXES.items():
+        prefixes = [prefix.format(index) for index in range(2)] if part == "expert" else [prefix]
+        for each in prefixes:
+            assert any(name.startswith(each) for name in names), (part, each)
+    top_level = [MODULE_PREFIXES[part] for part in ("vision_tower", "projector", "language_model", "lm_head")]
+    assert all(name.startswith(tuple(top_level)) for name in names)

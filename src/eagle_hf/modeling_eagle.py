@@ -73,6 +73,10 @@ def _cache_in(kwargs):
     return next((value for value in kwargs.values() if isinstance(value, Cache)), None)
 
 
+def _flat(per_expert):
+    return tuple(tensor for expert in per_expert for tensor in expert)
+
+
 def _return(output, return_dict):
     return output if return_dict else output.to_tuple()
 
@@ -119,6 +123,18 @@ class EagleVisionTower(nn.Module):
         return self.fusion(self.experts, pixel_values)
 
 
+# Where each part sits in `EagleForConditionalGeneration`'s parameter names; training, search and conversion read them
+# from here. `expert` takes the expert's index.
+MODULE_PREFIXES = {
+    "vision_tower": "model.vision_tower.",
+    "expert": "model.vision_tower.experts.{}.",
+    "fusion": "model.vision_tower.fusion.",
+    "projector": "model.multi_modal_projector.",
+    "language_model": "model.language_model.",
+    "lm_head": "lm_head.",
+}
+
+
 # Written into config.json on save. transformers 5 has no AutoModelForVision2Seq (registering it raises there), yet
 # 4.57 users load with it, so that key is added by hand; the file names are the flat ones saved next to the weights.
 AUTO_MAP = {
@@ -146,9 +162,10 @@ class EaglePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         """Every parameter and buffer: an expert's backbone blocks as that backbone's own model draws them, the rest
         (projector, lm_head, fusion) from the text config's `initializer_range`. Sub-models that are PreTrainedModels
-        (the language model, SAM, Pix2Struct, EVA-02) are initialised by transformers with their own `_init_weights`."""
+        (the language model, SAM, Pix2Struct, EVA-02) are initialised by transformers with their own
+        `_init_weights`."""
         if init_backbone_block(module):
-            if isinstance(module, EMBEDDINGS_WITH_POSITION_IDS):  # 4.57's own inits leave this buffer to the constructor
+            if isinstance(module, EMBEDDINGS_WITH_POSITION_IDS):  # 4.57's own inits leave it to the constructor
                 _copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             return
         std = getattr(self.config.get_text_config(), "initializer_range", 0.02)
@@ -190,7 +207,7 @@ class EaglePreTrainedModel(PreTrainedModel):
         else:
             top_value = text_value = expert_value = attn_implementation
         language_model.set_attn_implementation(text_value, *args, **kwargs)
-        self.config._attn_implementation = {"": top_value}  # this config alone: a dict leaves the sub-configs as they are
+        self.config._attn_implementation = {"": top_value}  # this config alone: a dict leaves the sub-configs be
         if expert_value is not None:
             set_expert_attention(self.config.vision_experts, expert_value, built=True)
 
@@ -222,8 +239,8 @@ class EagleModel(EaglePreTrainedModel):
         `last_hidden_state`: the fused expert features (num_images, image_seq_length, mm_hidden_size);
         `pooler_output`: the projected image features (num_images, image_seq_length, text hidden_size), one row per
         image, which is what the prompt's `<image>` tokens are replaced by;
-        `hidden_states` (if `output_hidden_states`): every expert's in turn, in the experts' order, each as transformers
-        counts them (the input of the first block, then each block's output, up to the feature layer);
+        `hidden_states` (if `output_hidden_states`): every expert's in turn, in the experts' order, each as
+        transformers counts them (the input of the first block, then each block's output, up to the feature layer);
         `attentions` (if `output_attentions`): the attention probabilities of every expert block that has attention,
         in the same order (eager attention only: fused kernels do not give them).
 
@@ -238,11 +255,15 @@ class EagleModel(EaglePreTrainedModel):
         output_hidden_states, output_attentions, return_dict = (
             kwargs.get(name) for name in ("output_hidden_states", "output_attentions", "return_dict"))
         size = self.config.image_size
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
-            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        expected = (3, size, size)
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or pixel_values.shape[1:] != expected:
+            is_tensor = isinstance(pixel_values, torch.Tensor)
+            shape = tuple(pixel_values.shape) if is_tensor else type(pixel_values).__name__
             raise ValueError(f"Expected pixel_values of shape (num_images, 3, {size}, {size}), got {shape}.")
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         tower_dtype = next(self.vision_tower.parameters()).dtype
         with record_expert_outputs(self.vision_tower.experts, output_hidden_states, output_attentions) as recorded:
             fused = self.vision_tower(pixel_values.to(tower_dtype))  # (N, T, mm_hidden_size)
@@ -250,8 +271,8 @@ class EagleModel(EaglePreTrainedModel):
         output = BaseModelOutputWithPooling(
             last_hidden_state=fused,
             pooler_output=projected,
-            hidden_states=tuple(t for expert in recorded["hidden_states"] for t in expert) if output_hidden_states else None,
-            attentions=tuple(t for expert in recorded["attentions"] for t in expert) if output_attentions else None,
+            hidden_states=_flat(recorded["hidden_states"]) if output_hidden_states else None,
+            attentions=_flat(recorded["attentions"]) if output_attentions else None,
         )
         return _return(output, self.config.return_dict if return_dict is None else return_dict)
 
@@ -415,4 +436,5 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
         return model_inputs
 
 
-__all__ = ["EagleForConditionalGeneration", "EagleModel", "EaglePreTrainedModel", "EagleMultiModalProjector"]
+__all__ = ["EagleForConditionalGeneration", "EagleModel", "EaglePreTrainedModel", "EagleMultiModalProjector",
+           "MODULE_PREFIXES"]

@@ -8,8 +8,9 @@
 
 Each row of `EXPERT_KINDS` extends the config-side row of `EXPERT_FACTS` (configuration_experts.py: defaults, channels,
 strides, validation) with how to build the backbone (from transformers' own building blocks; EVA-02 is ours), how to
-run it up to the selected layer, and which transformers model class says what attention it supports. `EagleVisionExpert` resizes the shared image to the expert's resolution,
-runs the backbone and brings its map to the shared grid.
+run it up to the selected layer, and which transformers model class says what attention it supports.
+`EagleVisionExpert` resizes the shared image to the expert's resolution, runs the backbone and brings its map to the
+shared grid.
 """
 
 import contextlib

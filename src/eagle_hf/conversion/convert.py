@@ -14,7 +14,7 @@ import torch
 from transformers import AutoTokenizer, GenerationConfig
 from transformers.utils import logging
 
-from ..modeling_eagle import AUTO_MAP, EagleForConditionalGeneration
+from ..modeling_eagle import AUTO_MAP, MODULE_PREFIXES, EagleForConditionalGeneration
 from .configs import llava_hf_spec, llava_spec, nveagle_spec
 from .model_card import write_model_card
 from .processor import build_processor, infer_chat_template
@@ -26,8 +26,8 @@ from .writer import ShardWriter, parse_size, staged_output
 logger = logging.get_logger(__name__)
 
 FAMILIES = ("nveagle", "llava", "llava-hf")
-EMBEDDING = "model.language_model.embed_tokens.weight"
-LM_HEAD = "lm_head.weight"
+EMBEDDING = MODULE_PREFIXES["language_model"] + "embed_tokens.weight"
+LM_HEAD = MODULE_PREFIXES["lm_head"] + "weight"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -52,7 +52,7 @@ class _Part:
 
 def _llava_tower(raw, weights, vision_tower):
     """(CLIP config dict, folder of the CLIP weights or None when the checkpoint holds them)."""
-    has_tower = any(key.startswith("model.vision_tower.") for key in weights.infos())
+    has_tower = any(key.startswith(MODULE_PREFIXES["vision_tower"]) for key in weights.infos())
     name = vision_tower or raw.get("mm_vision_tower")
     if not name:
         raise ConversionError("config.json names no `mm_vision_tower`; pass the CLIP checkpoint as vision_tower.")

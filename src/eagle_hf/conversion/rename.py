@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Tuple
 
+from ..modeling_eagle import MODULE_PREFIXES
 from .source import ConversionError
 
 
@@ -166,7 +167,7 @@ def expert_table(expert):
 LLAMA_TABLE = (
     # transformers < 4.31 saved RoPE's inverse frequencies; they are rebuilt from the config
     Drop(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", "a non-persistent buffer rebuilt from the config"),
-    Rename(r"model\.((?:embed_tokens|norm)\.weight|layers\.\d+\..+)", r"model.language_model.\1"),
+    Rename(r"model\.((?:embed_tokens|norm)\.weight|layers\.\d+\..+)", MODULE_PREFIXES["language_model"] + r"\1"),
     Rename(r"lm_head\.weight", r"lm_head.weight"),
 )
 
@@ -175,14 +176,14 @@ def projector_table(config):
     """LLaVA's projector: `nn.Sequential(Linear, GELU, Linear)` saves as `0` / `2`; `linear` is one bare Linear."""
     if config.projector_type == "mlp2x_gelu":
         return (
-            Rename(r"model\.mm_projector\.0\.(weight|bias)", r"model.multi_modal_projector.linear_1.\1"),
-            Rename(r"model\.mm_projector\.2\.(weight|bias)", r"model.multi_modal_projector.linear_2.\1"),
+            Rename(r"model\.mm_projector\.0\.(weight|bias)", MODULE_PREFIXES["projector"] + r"linear_1.\1"),
+            Rename(r"model\.mm_projector\.2\.(weight|bias)", MODULE_PREFIXES["projector"] + r"linear_2.\1"),
         )
-    return (Rename(r"model\.mm_projector\.(weight|bias)", r"model.multi_modal_projector.linear_1.\1"),)
+    return (Rename(r"model\.mm_projector\.(weight|bias)", MODULE_PREFIXES["projector"] + r"linear_1.\1"),)
 
 
 def expert_prefix(index):
-    return f"model.vision_tower.experts.{index}.backbone."
+    return MODULE_PREFIXES["expert"].format(index) + "backbone."
 
 
 def nveagle_table(config):
@@ -213,8 +214,8 @@ def llava_hf_table(config):
     return (
         Nest(r"(?:model\.)?vision_tower\.(?P<rest>.+)", expert_prefix(0), clip),
         Rename(r"(?:model\.)?multi_modal_projector\.(linear_[12]\.(?:weight|bias))",
-               r"model.multi_modal_projector.\1"),
-        Rename(r"(?:model\.language_model\.|language_model\.model\.)(.+)", r"model.language_model.\1"),
+               MODULE_PREFIXES["projector"] + r"\1"),
+        Rename(r"(?:model\.language_model\.|language_model\.model\.)(.+)", MODULE_PREFIXES["language_model"] + r"\1"),
         Rename(r"(?:language_model\.)?lm_head\.weight", r"lm_head.weight"),
     )
 

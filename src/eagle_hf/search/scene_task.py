@@ -18,7 +18,7 @@ from ..configuration_eagle import EagleConfig
 from ..demo.build import BASELINE, EXPERTS, build_model, build_processor, demo_config, tokenizer_texts, train_tokenizer
 from ..demo.evaluate import accuracy_by_type, predict
 from ..demo.scenes import ConversationRecords, SceneSplit, evaluation_items, tokenizer_corpus
-from ..modeling_eagle import EagleForConditionalGeneration
+from ..modeling_eagle import MODULE_PREFIXES, EagleForConditionalGeneration
 from ..training import recipe_from_dict, run_plan
 from ..training.models import build_model_from_sources
 
@@ -44,7 +44,7 @@ SEARCH_EXPERTS = {**EXPERTS, **OTHER_EXPERTS}
 LLM_SOURCE_KIND = "clip"
 STAGE = "train"
 CHECKPOINT_MIN_STEPS = 50
-EXPERT_PREFIX = "model.vision_tower.experts.{}."
+EXPERT_PREFIX = MODULE_PREFIXES["expert"]
 DERIVED_CONFIG_FIELDS = ("mm_hidden_size", "image_seq_length", "auto_map", "architectures", "transformers_version")
 
 

@@ -11,16 +11,15 @@ import re
 from torch import nn
 from transformers.utils import logging
 
+from ..modeling_eagle import MODULE_PREFIXES
+
 logger = logging.get_logger(__name__)
 
 MODULE_GROUPS = ("experts", "projector", "llm")
-_GROUP_PREFIXES = (
-    ("model.vision_tower.fusion.", "projector"),
-    ("model.vision_tower.", "experts"),
-    ("model.multi_modal_projector.", "projector"),
-    ("model.language_model.", "llm"),
-    ("lm_head.", "llm"),
-)
+_GROUP_PREFIXES = tuple((MODULE_PREFIXES[part], group) for part, group in (
+    ("fusion", "projector"), ("vision_tower", "experts"), ("projector", "projector"), ("language_model", "llm"),
+    ("lm_head", "llm"),
+))  # first match wins: the fusion sits inside the vision tower but trains with the projector
 _WRAPPER_PARTS = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
 _WRAPPER_PREFIXES = ("base_model.model.", "module.")
 
@@ -108,7 +107,7 @@ def llm_linear_regex(model):
     leaves = sorted({
         plain_name(name).rsplit(".", 1)[-1]
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and plain_name(name).startswith("model.language_model.")
+        if isinstance(module, nn.Linear) and plain_name(name).startswith(MODULE_PREFIXES["language_model"])
     })
     if not leaves:
         raise ValueError("The language model has no nn.Linear layers for LoRA to target.")

@@ -20,17 +20,17 @@ from transformers import AutoModelForImageTextToText
 from transformers.utils import logging
 
 from ..configuration_eagle import EagleConfig
-from ..modeling_eagle import EagleForConditionalGeneration
+from ..modeling_eagle import MODULE_PREFIXES, EagleForConditionalGeneration
 from .groups import is_lora_parameter, llm_linear_regex, plain_name
 
 logger = logging.get_logger(__name__)
 
 # New in every assembled model: the projector's input width changes, and a fusion's parameters depend on the experts.
-NEW_PREFIXES = ("model.multi_modal_projector.", "model.vision_tower.fusion.")
-EXPERT_PREFIX = "model.vision_tower.experts.{}."
+NEW_PREFIXES = (MODULE_PREFIXES["projector"], MODULE_PREFIXES["fusion"])
+EXPERT_PREFIX = MODULE_PREFIXES["expert"]
 # transformers 5 anchors skip patterns at the start of the module name: bare "vision_tower" would match nothing and the
 # experts would be quantized silently.
-QLORA_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+QLORA_SKIP_MODULES = [MODULE_PREFIXES[part].rstrip(".") for part in ("vision_tower", "projector", "lm_head")]
 NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
 
 
