@@ -6,10 +6,10 @@ import json
 import pytest
 
 from eagle_hf.cli import main
-from eagle_hf.demo import build
+from eagle_hf.synthetic import build
 from eagle_hf.demo.pipeline import FULL, demo_recipe
 from eagle_hf.demo.run import make_splits, prepare_output
-from eagle_hf.demo.scenes import ANSWERS, QUESTION_TYPES, SceneSplit, evaluation_items, tokenizer_corpus
+from eagle_hf.synthetic.scenes import ANSWERS, QUESTION_TYPES, SceneSplit, evaluation_items, tokenizer_corpus
 from eagle_hf.training import recipe_from_dict
 
 

@@ -17,6 +17,10 @@ def add_demo_arguments(parser):
 
 def run_demo(args):
     """Run the demo (see `eagle_hf.demo.run.run_demo`); returns the exit status."""
+    import os
+
     from .run import run_demo as run
 
+    if args.threads is None:
+        args.threads = min(DEFAULT_THREADS, os.cpu_count() or 1)
     return run(args)

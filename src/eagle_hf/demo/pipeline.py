@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from ..training import run_plan
-from .scenes import CaptionRecords, ConversationRecords
+from ..synthetic.scenes import CaptionRecords, ConversationRecords
 
 PLAN = ["eagle_prealign", "eagle_align", "eagle_sft"]
 

@@ -10,8 +10,8 @@ import tempfile
 
 from PIL import Image
 
-from .evaluate import MAX_NEW_TOKENS, answer
-from .scenes import QUESTION_TYPES
+from ..synthetic.evaluate import MAX_NEW_TOKENS, answer
+from ..synthetic.scenes import QUESTION_TYPES
 
 RELOAD_SCRIPT = """
 import json, sys

@@ -5,7 +5,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .scenes import QUESTION_TYPES
+from ..synthetic.scenes import QUESTION_TYPES
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 PANEL_WIDTH, PANEL_HEIGHT = 960, 280

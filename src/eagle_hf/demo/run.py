@@ -16,13 +16,12 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from ..modeling_eagle import EagleForConditionalGeneration
-from . import build
-from .cli import DEFAULT_THREADS
-from .evaluate import accuracy_by_type, majority_baseline, predict
+from ..synthetic import build
+from ..synthetic.evaluate import accuracy_by_type, majority_baseline, predict
 from .pipeline import FULL, QUICK, demo_recipe, stage_summary, train_plan
 from .reload import reload_check
 from .report import accuracy_table, draw_loss_curves, summary_markdown, write_results
-from .scenes import SceneSplit, evaluation_items, tokenizer_corpus
+from ..synthetic.scenes import SceneSplit, evaluation_items, tokenizer_corpus
 
 SETTINGS_FILE = "demo_settings.json"
 PLAN_TITLES = ("pre-align each expert", "align the fused projector", "fine-tune everything")
@@ -99,7 +98,7 @@ def run_demo(args):
     """Run the demo with the options of `cli.add_demo_arguments`; returns 0, or 1 when the reloaded checkpoint answered
     differently from the in-process model."""
     settings = replace(QUICK if args.quick else FULL, seed=args.seed)
-    threads = args.threads or min(DEFAULT_THREADS, os.cpu_count() or 1)
+    threads = args.threads  # resolved by cli.run_demo
     torch.set_num_threads(threads)
     prepare_output(args.out, settings)
     say(INTRO.format(out=args.out, threads=threads, quick=" (quick run)" if args.quick else ""))

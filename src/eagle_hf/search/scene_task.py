@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from ..configuration_eagle import EagleConfig
-from ..demo.build import BASELINE, EXPERTS, build_model, build_processor, demo_config, tokenizer_texts, train_tokenizer
-from ..demo.evaluate import accuracy_by_type, predict
-from ..demo.scenes import ConversationRecords, SceneSplit, evaluation_items, tokenizer_corpus
+from ..synthetic.build import BASELINE, EXPERTS, build_model, build_processor, demo_config, tokenizer_texts, train_tokenizer
+from ..synthetic.evaluate import accuracy_by_type, predict
+from ..synthetic.scenes import ConversationRecords, SceneSplit, evaluation_items, tokenizer_corpus
 from ..modeling_eagle import MODULE_PREFIXES, EagleForConditionalGeneration
 from ..training import recipe_from_dict, run_plan
 from ..training.models import build_model_from_sources
