@@ -33,6 +33,7 @@ Arrays and tensors are read as uint8 0..255 or float 0..1; floats are rounded (n
 that `array / 255` gives back exactly the uint8 result.
 """
 
+import io
 import math
 import os
 from typing import Any, Optional, Union
@@ -66,6 +67,7 @@ PARAMETER_NAMES = (
 # Keys that transformers itself writes into preprocessor_config.json; passed on to the base class.
 _METADATA_KEYS = ("image_processor_type", "processor_class", "feature_extractor_type", "auto_map", "_processor_class")
 _EXIF_ORIENTATION = 0x0112
+DEFAULT_MAX_IMAGE_PIXELS = 16384 * 16384
 _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 _FLOAT_RANGE_TOLERANCE = 1e-3
 
@@ -176,11 +178,11 @@ def _pil_to_rgb(image: Image.Image, index: int, max_image_pixels: int) -> Image.
         raise _sample_error(index, f"corrupt or truncated image data ({type(error).__name__}: {error})") from error
 
 
-def _open_image_file(path: Union[str, os.PathLike], index: int, max_image_pixels: int) -> Image.Image:
-    """Opens, size-checks (before decoding) and fully decodes an image file, as RGB."""
-    name = os.fspath(path)
+def _open_encoded(source, name: str, index: int, max_image_pixels: int) -> Image.Image:
+    """Opens, size-checks (before decoding) and fully decodes an encoded image (`source`: a path or a binary file
+    object, called `name` in errors), as RGB."""
     try:
-        opened = Image.open(path)
+        opened = Image.open(source)
     except FileNotFoundError as error:
         raise _sample_error(index, f"no such file {name!r}") from error
     except Image.DecompressionBombError as error:
@@ -246,10 +248,16 @@ def _array_to_rgb(array: np.ndarray, index: int, max_image_pixels: int, prefer_c
     return Image.fromarray(array).convert("RGB")
 
 
-def load_rgb_image(image: ImageInput, index: int, max_image_pixels: int) -> Image.Image:
-    """Any supported input -> a decoded RGB PIL image, or a ValueError naming sample `index` and the problem."""
+def load_rgb_image(image: ImageInput, index: int = 0, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Any supported input -> a decoded, upright RGB PIL image, or a ValueError naming sample `index` and the problem.
+
+    The one image decoder of the package: the processor, training and evaluation all read images through it (16-bit
+    images rounded to 8 bits, EXIF orientation applied, alpha dropped, size checked before decoding). Takes a PIL
+    image, a numpy array, a torch tensor, a file path, or the bytes of an image file."""
     if isinstance(image, (str, os.PathLike)):
-        return _open_image_file(image, index, max_image_pixels)
+        return _open_encoded(image, os.fspath(image), index, max_image_pixels)
+    if isinstance(image, (bytes, bytearray)):
+        return _open_encoded(io.BytesIO(image), f"<{len(image)} bytes>", index, max_image_pixels)
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image, index, max_image_pixels)
     if isinstance(image, torch.Tensor):
@@ -266,7 +274,7 @@ def load_rgb_image(image: ImageInput, index: int, max_image_pixels: int) -> Imag
     raise _sample_error(
         index,
         f"unsupported input type {type(image).__name__}; expected a PIL image, a numpy array, a torch tensor "
-        "or a file path",
+        "a file path or the bytes of an image file",
     )
 
 
@@ -353,7 +361,7 @@ class EagleImageProcessor(BaseImageProcessor):
         do_normalize: bool = True,
         image_mean: Optional[list[float]] = None,
         image_std: Optional[list[float]] = None,
-        max_image_pixels: int = 16384 * 16384,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         **kwargs,
     ):
         unknown = sorted(key for key in kwargs if key not in _METADATA_KEYS)

@@ -10,7 +10,6 @@ settings is refused.
 import base64
 import binascii
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers.utils import logging
+
+from ..image_processing_eagle import load_rgb_image
 
 logger = logging.get_logger(__name__)
 
@@ -38,13 +39,11 @@ class GenerationSettings:
 
 
 def open_image(sample):
-    """The sample's image as a PIL image, fully read (so that a truncated file fails here, not in the batch)."""
+    """The sample's image, fully decoded by the processor's own decoder (so that a truncated file fails here, not in
+    the batch, and images read as in training and inference)."""
     if sample.image_base64 is not None:
-        image = Image.open(io.BytesIO(base64.b64decode(sample.image_base64, validate=True)))
-    else:
-        image = Image.open(sample.image_path)
-    image.load()
-    return image
+        return load_rgb_image(base64.b64decode(sample.image_base64, validate=True))
+    return load_rgb_image(sample.image_path)
 
 
 def build_prompt(processor, question):

@@ -8,7 +8,6 @@ never replaced.
 """
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -19,6 +18,8 @@ import torch
 from PIL import Image
 from transformers.utils import logging
 from transformers.utils.chat_template_utils import render_jinja_template
+
+from ..image_processing_eagle import load_rgb_image
 
 logger = logging.get_logger(__name__)
 
@@ -197,14 +198,11 @@ def read_image_bytes(reference, image_folder):
 
 
 def decode_image(data, reference=""):
-    """Bytes (or a PIL image) -> a fully decoded RGB PIL image; a truncated or corrupt file is a skipped sample."""
-    if isinstance(data, Image.Image):
-        return data.convert("RGB")
+    """Bytes (or a PIL image) -> a fully decoded RGB PIL image through the processor's own decoder (`load_rgb_image`:
+    16-bit images, EXIF orientation and alpha read as in inference); an unreadable image is a skipped sample."""
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return opened.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return load_rgb_image(data)
+    except ValueError as error:
         raise SkippedSample("unreadable_image", f"{reference}: {error}") from None
 
 
