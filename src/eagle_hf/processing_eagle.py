@@ -117,6 +117,61 @@ def split_images_by_sample(images, marker_counts: list[int], image_token: str = 
     return per_sample
 
 
+def tokenize_with_images(tokenizer, text: str, image_token: str, add_special_tokens: bool = True,
+                         tokenize_chunks: bool = False, with_offsets: bool = False):
+    """(ids, offsets) of `text` with each `image_token` one token, not yet expanded; offsets are character spans in
+    `text` (None entries without `with_offsets`). The one tokenisation of the package: the processor and training's
+    label builder both call it.
+
+    Whole text (default): tokenised at once; a text that starts with the BOS text came from a chat template, which
+    wrote every special token it wants, so the tokenizer adds none. `tokenize_chunks`: LLaVA's / Eagle's
+    `tokenizer_image_token`: each piece between markers tokenised alone, BOS kept once; a text that starts with the
+    BOS text while `add_special_tokens` is False is tokenised as the original did (the template wrote that BOS).
+    """
+    bos = tokenizer.bos_token
+    starts_with_bos = bool(bos) and text.startswith(bos)
+    if not tokenize_chunks:
+        return _tokenize(tokenizer, text, add_special_tokens and not starts_with_bos, with_offsets)
+    start = 0
+    if not add_special_tokens and starts_with_bos:
+        start, add_special_tokens = len(bos), True
+    image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+    ids, offsets, drop_first, position = [], [], False, start
+    for index, chunk in enumerate(text[start:].split(image_token)):
+        chunk_ids, chunk_offsets = _tokenize(tokenizer, chunk, add_special_tokens, with_offsets)
+        if with_offsets:
+            chunk_offsets = [(first + position, last + position) for first, last in chunk_offsets]
+        if index == 0:
+            drop_first = bool(chunk_ids) and chunk_ids[0] == tokenizer.bos_token_id
+        else:
+            ids.append(image_token_id)
+            offsets.append((position - len(image_token), position) if with_offsets else None)
+            if drop_first:  # the original drops the first token of every later piece: that piece's BOS
+                chunk_ids, chunk_offsets = chunk_ids[1:], chunk_offsets[1:]
+        ids += chunk_ids
+        offsets += chunk_offsets
+        position += len(chunk) + len(image_token)
+    return ids, offsets
+
+
+def _tokenize(tokenizer, text: str, add_special_tokens: bool, with_offsets: bool):
+    encoding = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=with_offsets,
+                         return_attention_mask=False, return_token_type_ids=False)
+    ids = list(encoding["input_ids"])
+    offsets = [tuple(pair) for pair in encoding["offset_mapping"]] if with_offsets else [None] * len(ids)
+    return ids, offsets
+
+
+def expand_image_tokens(ids: list[int], aligned: list, image_token_id: int, num_image_tokens: int):
+    """Each image token -> `num_image_tokens` copies; `aligned` (offsets, labels...) is copied alongside."""
+    expanded_ids, expanded_aligned = [], []
+    for token_id, value in zip(ids, aligned):
+        copies = num_image_tokens if token_id == image_token_id else 1
+        expanded_ids += [token_id] * copies
+        expanded_aligned += [value] * copies
+    return expanded_ids, expanded_aligned
+
+
 class EagleProcessor(ProcessorMixin):
     r"""
     Processor of Eagle and LLaVA-1.5: [`EagleImageProcessor`] for the pixels and a tokenizer for the text, with each
@@ -293,20 +348,16 @@ class EagleProcessor(ProcessorMixin):
         add_special_tokens = text_options.get("add_special_tokens", True)
         with_offsets = bool(text_options.get("return_offsets_mapping", False))
         limit = self._truncation_limit(call["truncation"], call["max_length"])
-        encode = self._encode_chunks if call["tokenize_chunks"] else self._tokenize
         all_ids, all_offsets = [], []
-        bos = self.tokenizer.bos_token
         for index, (sample, count) in enumerate(zip(samples, marker_counts)):
-            # Whole-text mode: a text that starts with BOS came from a chat template, which wrote every special token
-            # it wants; adding the tokenizer's own would double it (parity mode restates the original instead).
-            add_bos = add_special_tokens and not (encode == self._tokenize and bos and sample.startswith(bos))
-            ids, offsets = encode(sample, add_bos, with_offsets)
+            ids, offsets = tokenize_with_images(self.tokenizer, sample, self.image_token, add_special_tokens,
+                                                call["tokenize_chunks"], with_offsets)
             found = ids.count(self.image_token_id)
             if found != count:
                 raise ValueError(f"Sample {index}: the text has {count} {self.image_token} marker(s) but its tokens "
                                  f"hold {found} image token(s) (id {self.image_token_id}): the tokenizer must turn "
                                  "each marker, and nothing else, into that token.")
-            ids, offsets = self._expand(ids, offsets)
+            ids, offsets = expand_image_tokens(ids, offsets, self.image_token_id, self.num_image_tokens)
             if limit is not None:
                 ids, offsets = self._truncate(index, ids, offsets, limit, count)
             elif len(ids) > self.tokenizer.model_max_length:
@@ -315,46 +366,6 @@ class EagleProcessor(ProcessorMixin):
             all_ids.append(ids)
             all_offsets.append(offsets)
         return {"input_ids": all_ids, "offset_mapping": all_offsets if with_offsets else None}
-
-    def _tokenize(self, text: str, add_special_tokens: bool, with_offsets: bool):
-        encoding = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=with_offsets,
-                                  return_attention_mask=False, return_token_type_ids=False)
-        ids = list(encoding["input_ids"])
-        offsets = [tuple(pair) for pair in encoding["offset_mapping"]] if with_offsets else [None] * len(ids)
-        return ids, offsets
-
-    def _encode_chunks(self, text: str, add_special_tokens: bool, with_offsets: bool):
-        """LLaVA's `tokenizer_image_token`: each piece between markers tokenised alone, BOS kept only once."""
-        start = 0
-        bos = self.tokenizer.bos_token
-        if not add_special_tokens and bos and text.startswith(bos):
-            # A chat template wrote the BOS the original tokenizer adds: tokenise the rest as the original did.
-            start, add_special_tokens = len(bos), True
-        ids, offsets, drop_first, position = [], [], False, start
-        for index, chunk in enumerate(text[start:].split(self.image_token)):
-            chunk_ids, chunk_offsets = self._tokenize(chunk, add_special_tokens, with_offsets)
-            if with_offsets:
-                chunk_offsets = [(first + position, last + position) for first, last in chunk_offsets]
-            if index == 0:
-                drop_first = bool(chunk_ids) and chunk_ids[0] == self.tokenizer.bos_token_id
-            else:
-                marker = (position - len(self.image_token), position) if with_offsets else None
-                ids.append(self.image_token_id)
-                offsets.append(marker)
-                if drop_first:  # the original drops the first token of every later piece: that piece's BOS
-                    chunk_ids, chunk_offsets = chunk_ids[1:], chunk_offsets[1:]
-            ids += chunk_ids
-            offsets += chunk_offsets
-            position += len(chunk) + len(self.image_token)
-        return ids, offsets
-
-    def _expand(self, ids: list[int], offsets: list) -> tuple[list[int], list]:
-        expanded_ids, expanded_offsets = [], []
-        for token_id, offset in zip(ids, offsets):
-            copies = self.num_image_tokens if token_id == self.image_token_id else 1
-            expanded_ids += [token_id] * copies
-            expanded_offsets += [offset] * copies
-        return expanded_ids, expanded_offsets
 
     def _truncation_limit(self, truncation, max_length) -> Optional[int]:
         key = _option_key(truncation)
@@ -485,4 +496,4 @@ def make_tokenizer_config_portable(path) -> None:
             handle.write("\n")
 
 
-__all__ = ["EagleProcessor"]
+__all__ = ["EagleProcessor", "expand_image_tokens", "tokenize_with_images"]

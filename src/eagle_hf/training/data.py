@@ -20,6 +20,7 @@ from transformers.utils import logging
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..image_processing_eagle import load_rgb_image
+from ..processing_eagle import expand_image_tokens, tokenize_with_images
 
 logger = logging.get_logger(__name__)
 
@@ -224,9 +225,10 @@ class ConversationEncoder:
     """messages + images -> input_ids (image tokens expanded), labels (assistant tokens only).
 
     The template is rendered once; its `{% generation %}` character spans are mapped to tokens through the tokenizer's
-    offsets, then every `<image>` token is expanded into `num_image_tokens` copies (labels -100). The ids are the
-    processor's: the whole text tokenised at once (its default), or with `tokenize_chunks` each piece between images
-    on its own, BOS kept once (its `tokenize_chunks=True`, the ids the released LLaVA/Eagle models were trained on).
+    offsets, then every `<image>` token is expanded into `num_image_tokens` copies (labels -100). Tokenisation and
+    expansion are the processor's own functions (`tokenize_with_images`, `expand_image_tokens`): the whole text at once
+    (default), or with `tokenize_chunks` each piece between images on its own, BOS kept once (the ids the released
+    LLaVA/Eagle models were trained on).
     """
 
     def __init__(self, tokenizer, chat_template, num_image_tokens, image_token=IMAGE_PLACEHOLDER, max_length=None,
@@ -257,37 +259,15 @@ class ConversationEncoder:
             raise SkippedSample("bad_conversation", str(error)) from None
         return prompts[0], spans[0]
 
-    def _encode(self, text, add_special_tokens, start=0):
-        encoded = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-        return list(encoded["input_ids"]), [(first + start, last + start) for first, last in encoded["offset_mapping"]]
-
-    def _encode_chunks(self, text):
-        """LLaVA's `tokenizer_image_token`, as `EagleProcessor(tokenize_chunks=True)` does it."""
-        bos = self.tokenizer.bos_token
-        position = len(bos) if bos and text.startswith(bos) else 0  # the template wrote the BOS the tokenizer adds
-        ids, offsets, drop_first = [], [], False
-        for index, chunk in enumerate(text[position:].split(self.image_token)):
-            chunk_ids, chunk_offsets = self._encode(chunk, True, position)
-            if index == 0:
-                drop_first = bool(chunk_ids) and chunk_ids[0] == self.tokenizer.bos_token_id
-            else:
-                ids.append(self.image_token_id)
-                offsets.append((position - len(self.image_token), position))
-                if drop_first:
-                    chunk_ids, chunk_offsets = chunk_ids[1:], chunk_offsets[1:]
-            ids += chunk_ids
-            offsets += chunk_offsets
-            position += len(chunk) + len(self.image_token)
-        return ids, offsets
-
     def tokenize(self, messages):
-        """(input_ids, labels) before image expansion: `<image>` is one token."""
+        """(input_ids, labels) before image expansion: `<image>` is one token. The ids are the processor's own
+        (`tokenize_with_images`); a rendered text that starts with the BOS text keeps that BOS and gets no other."""
         text, spans = self.render(messages)
-        if self.tokenize_chunks:
-            input_ids, offsets = self._encode_chunks(text)
-        else:
-            bos = self.tokenizer.bos_token
-            input_ids, offsets = self._encode(text, add_special_tokens=not (bos and text.startswith(bos)))
+        bos = self.tokenizer.bos_token
+        input_ids, offsets = tokenize_with_images(
+            self.tokenizer, text, self.image_token, add_special_tokens=not (bos and text.startswith(bos)),
+            tokenize_chunks=self.tokenize_chunks, with_offsets=True,
+        )
         labels = []
         for token_id, (start, end) in zip(input_ids, offsets):
             supervised = any(start < span_end and end > span_start for span_start, span_end in spans)
@@ -299,11 +279,8 @@ class ConversationEncoder:
         if input_ids.count(self.image_token_id) != num_images:
             raise SkippedSample("image_count_mismatch", f"{input_ids.count(self.image_token_id)} image token(s) "
                                 f"after the template, {num_images} image(s)")
-        expanded_ids, expanded_labels = [], []
-        for token_id, label in zip(input_ids, labels):
-            copies = self.num_image_tokens if token_id == self.image_token_id else 1
-            expanded_ids += [token_id] * copies
-            expanded_labels += [label] * copies
+        expanded_ids, expanded_labels = expand_image_tokens(input_ids, labels, self.image_token_id,
+                                                            self.num_image_tokens)
         if all(label == -100 for label in expanded_labels):
             raise SkippedSample("no_answer", f"{len(expanded_ids)} tokens, none from an assistant turn")
         return self.truncate(expanded_ids, expanded_labels)
