@@ -77,8 +77,9 @@ def _flat(per_expert):
     return tuple(tensor for expert in per_expert for tensor in expert)
 
 
-def _return(output, return_dict):
-    return output if return_dict else output.to_tuple()
+def _return(output, return_dict, config):
+    """`output`, or its tuple when `return_dict` (None: the config's `return_dict`) is False."""
+    return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()
 
 
 class EagleMultiModalProjector(nn.Module):
@@ -255,9 +256,8 @@ class EagleModel(EaglePreTrainedModel):
         output_hidden_states, output_attentions, return_dict = (
             kwargs.get(name) for name in ("output_hidden_states", "output_attentions", "return_dict"))
         size = self.config.image_size
-        expected = (3, size, size)
-        if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or pixel_values.shape[1:] != expected:
-            is_tensor = isinstance(pixel_values, torch.Tensor)
+        is_tensor = isinstance(pixel_values, torch.Tensor)
+        if not is_tensor or pixel_values.dim() != 4 or pixel_values.shape[1:] != (3, size, size):
             shape = tuple(pixel_values.shape) if is_tensor else type(pixel_values).__name__
             raise ValueError(f"Expected pixel_values of shape (num_images, 3, {size}, {size}), got {shape}.")
         if output_hidden_states is None:
@@ -274,7 +274,7 @@ class EagleModel(EaglePreTrainedModel):
             hidden_states=_flat(recorded["hidden_states"]) if output_hidden_states else None,
             attentions=_flat(recorded["attentions"]) if output_attentions else None,
         )
-        return _return(output, self.config.return_dict if return_dict is None else return_dict)
+        return _return(output, return_dict, self.config)
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         """Boolean mask (B, L, H) of the `<image>` positions; raises when their count differs from the features'."""
@@ -334,7 +334,6 @@ class EagleModel(EaglePreTrainedModel):
         only `last_hidden_state` (the vision tower's fused features, e.g. from a frozen-expert feature cache) is
         projected here, by the projector being trained."""
         return_dict = kwargs.pop("return_dict", None)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         precomputed = (mm_encoder_outputs or {}).get("image")
@@ -361,7 +360,8 @@ class EagleModel(EaglePreTrainedModel):
             attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, use_cache=use_cache,
             return_dict=True, **kwargs,
         )
-        return _return(EagleModelOutputWithPast(**outputs, image_hidden_states=image_features), return_dict)
+        output = EagleModelOutputWithPast(**outputs, image_hidden_states=image_features)
+        return _return(output, return_dict, self.config)
 
 
 class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
@@ -398,7 +398,6 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
     ):
         """Labels use -100 for ignored positions and are shifted inside the loss, as in every transformers causal LM."""
         return_dict = kwargs.pop("return_dict", None)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.model(
             input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, position_ids=position_ids,
             inputs_embeds=inputs_embeds, use_cache=use_cache, mm_encoder_outputs=mm_encoder_outputs, return_dict=True,
@@ -412,7 +411,7 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
         fields = {name: value for name, value in outputs.items() if name != "last_hidden_state"}
-        return _return(EagleCausalLMOutputWithPast(loss=loss, logits=logits, **fields), return_dict)
+        return _return(EagleCausalLMOutputWithPast(loss=loss, logits=logits, **fields), return_dict, self.config)
 
     def prepare_inputs_for_generation(self, input_ids, past_key_values=None, cache=None, inputs_embeds=None,
                                       pixel_values=None, attention_mask=None, **kwargs):

@@ -302,6 +302,9 @@ def record_expert_outputs(experts, hidden_states=False, attentions=False):
     transformers counts them) and attention probabilities (every block whose attention gives them: eager kernels).
     Yields {"hidden_states": [per expert, a list], "attentions": [...]}; forward hooks, removed on exit."""
     record = {"hidden_states": [[] for _ in experts], "attentions": [[] for _ in experts]}
+    if not (hidden_states or attentions):  # every forward passes here: nothing to hook
+        yield record
+        return
     handles = []
 
     def first(output):
