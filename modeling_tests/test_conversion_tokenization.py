@@ -81,8 +81,11 @@ def test_the_original_prompt_string_gives_the_original_ids_in_parity_mode(conver
     ids = processor(text=original_prompt(mode, turns), images=images, tokenize_chunks=True)["input_ids"][0]
     assert ids == original_ids(mode, turns, tokenizer, processor)
     assert ids.count(processor.image_token_id) == num_images * processor.num_image_tokens
-    whole = processor(text=original_prompt(mode, turns), images=images)["input_ids"][0]
+    whole = processor(text=original_prompt(mode, turns), images=images, tokenize_chunks=False)["input_ids"][0]
     assert whole != ids  # whole-text tokenisation starts the piece after each image without the original's "▁"
+    # A converted checkpoint stores the original's tokenisation as its default, so a plain call gives its ids.
+    assert processor.tokenize_chunks is True
+    assert processor(text=original_prompt(mode, turns), images=images)["input_ids"][0] == ids
 
 
 @pytest.mark.parametrize("case", CASES)

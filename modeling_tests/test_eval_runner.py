@@ -232,9 +232,13 @@ def test_the_summary_goes_into_the_model_card_replacing_an_earlier_one(tmp_path)
     assert (tmp_path / "new" / "README.md").read_text() == expected
 
 
-def save_checkpoint(path, tiny):
-    """The tiny model and processor saved as one checkpoint (with the code AutoProcessor needs)."""
+def save_checkpoint(path, tiny, tokenize_chunks=None):
+    """The tiny model and processor saved as one checkpoint (with the code AutoProcessor needs), the processor storing
+    `tokenize_chunks` when given."""
     model, processor = tiny
+    if tokenize_chunks is not None:
+        processor = copy.copy(processor)
+        processor.tokenize_chunks = tokenize_chunks
     model.save_pretrained(path)
     processor.save_pretrained(path)
     assert (path / "processing_eagle.py").is_file()
@@ -242,7 +246,7 @@ def save_checkpoint(path, tiny):
 
 
 def test_the_command_line_loads_a_checkpoint_and_writes_predictions_summary_and_model_card(tmp_path, tiny, capsys):
-    checkpoint = save_checkpoint(tmp_path / "ckpt", tiny)
+    checkpoint = save_checkpoint(tmp_path / "ckpt", tiny, tokenize_chunks=True)  # as a converted checkpoint stores
     data_dir = write_benchmarks(tmp_path / "data", ["pope", "mmvp"])
     parser = add_eval_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--model", str(checkpoint), "--tasks", "pope,mmvp", "--data-dir", str(data_dir),
@@ -258,3 +262,31 @@ def test_the_command_line_loads_a_checkpoint_and_writes_predictions_summary_and_
     assert markdown.strip() in (checkpoint / "README.md").read_text()
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["tokenize_chunks"] is True and run["dtype"] == "torch.float32"
+
+
+@pytest.mark.parametrize("stored, flag, expected", [(False, [], False), (True, [], True), (False, ["--tokenization",
+                         "chunks"], True), (True, ["--tokenization", "whole"], False)])
+def test_eval_tokenises_as_the_checkpoint_stores_unless_told_otherwise(tmp_path, tiny, monkeypatch, stored, flag,
+                                                                         expected):
+    checkpoint = save_checkpoint(tmp_path / "ckpt", tiny, tokenize_chunks=stored)
+    seen, generate_answers = [], runner.generate_answers
+
+    def recording_generate_answers(model, processor, *args):
+        # The checkpoint's processor class is its own code's (trust_remote_code): record what its calls are told.
+        processor_class, call = type(processor), type(processor).__call__
+        monkeypatch.setattr(processor_class, "__call__",
+                            lambda self, *a, **k: seen.append(k.get("tokenize_chunks")) or call(self, *a, **k))
+        try:
+            return generate_answers(model, processor, *args)
+        finally:
+            monkeypatch.setattr(processor_class, "__call__", call)
+
+    monkeypatch.setattr(runner, "generate_answers", recording_generate_answers)
+    data_dir = write_benchmarks(tmp_path / "data", ["pope"])
+    args = add_eval_arguments(argparse.ArgumentParser()).parse_args(
+        ["--model", str(checkpoint), "--tasks", "pope", "--data-dir", str(data_dir), "--output-dir",
+         str(tmp_path / "out"), "--limit", "2", "--max-new-tokens", "2", "--dtype", "float32", "--device", "cpu",
+         "--no-progress", *flag])
+    assert run_eval(args) == 0
+    assert seen and set(seen) == {expected}
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["tokenize_chunks"] is expected

@@ -29,7 +29,7 @@ X5_CHECKPOINTS = ["openai/clip-vit-large-patch14-336", "timm/convnext_xxlarge.cl
                   "facebook/sam-vit-large", "Yuxin-CV/EVA-02", "google/pix2struct-large"]
 SHIPPED = {"configuration_eagle.py", "configuration_experts.py", "configuration_eva02.py", "fusion.py",
            "modeling_eagle.py", "modeling_eva02.py", "pix2struct_patches.py", "vision_experts.py",
-           "image_processing_eagle.py", "processing_eagle.py"}
+           "image_processing_eagle.py", "processing_eagle.py", "text_processing_eagle.py"}
 
 
 # ----- model cards -----

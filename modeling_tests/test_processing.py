@@ -1,6 +1,7 @@
 """EagleProcessor: image-token expansion, padding, parity with the original tokenisation, bad input, and a saved
 processor loading again, also through the Auto classes without the package and on the other transformers version."""
 
+import json
 import os
 import subprocess
 import sys
@@ -128,6 +129,19 @@ def test_parity_mode_reads_a_chat_templates_leading_bos_as_the_one_the_tokenizer
     assert rendered["input_ids"][0] == expand_image_index(tokenizer_image_token(VICUNA_PROMPT, processor.tokenizer),
                                                           NUM_IMAGE_TOKENS)
 
+
+
+def test_the_stored_tokenisation_is_the_default_of_every_call_and_survives_saving(tmp_path):
+    processor = make_processor(tokenize_chunks=True)
+    pieces = processor(text=VICUNA_PROMPT, images=picture(), tokenize_chunks=True)["input_ids"][0]
+    whole = processor(text=VICUNA_PROMPT, images=picture(), tokenize_chunks=False)["input_ids"][0]
+    assert pieces != whole and processor(text=VICUNA_PROMPT, images=picture())["input_ids"][0] == pieces
+    processor.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "processor_config.json").read_text())["tokenize_chunks"] is True
+    assert EagleProcessor.from_pretrained(tmp_path)(text=VICUNA_PROMPT, images=picture())["input_ids"][0] == pieces
+    assert make_processor()(text=VICUNA_PROMPT, images=picture())["input_ids"][0] == whole  # new processors: whole
+    with pytest.raises(ValueError, match="tokenize_chunks must be True or False, got 'yes'"):
+        make_processor(tokenize_chunks="yes")
 
 def test_whole_text_tokenisation_differs_from_the_original_by_the_leading_space_of_the_piece_after_an_image():
     processor = make_processor()
@@ -338,7 +352,7 @@ def test_the_processor_saves_and_reloads_with_its_chat_template(tmp_path):
 
 def test_the_saved_processor_files_import_only_torch_transformers_the_standard_library_and_each_other(tmp_path):
     save_reference_checkpoint(tmp_path)
-    shipped = {"processing_eagle.py", "image_processing_eagle.py"}
+    shipped = {"processing_eagle.py", "image_processing_eagle.py", "text_processing_eagle.py"}
     assert shipped <= {path.name for path in tmp_path.iterdir()}
     allowed = {"torch", "transformers", "huggingface_hub"} | set(sys.stdlib_module_names)
     allowed |= {"numpy", "PIL"}  # the image processor's, as in test_remote_code

@@ -168,3 +168,26 @@ def test_every_parameter_name_maps_to_one_group_through_training_wrappers():
     assert group_of(wrapped) == "llm"
     with pytest.raises(ValueError, match="belongs to no module group"):
         group_of("model.something_else.weight")
+
+
+@pytest.mark.parametrize("stored, stage_setting, expected", [(True, None, True), (False, None, False),
+                                                             (False, True, True), (True, False, False)])
+def test_a_stage_tokenises_as_its_processor_stores_unless_it_says_otherwise_and_saves_what_it_used(
+        tmp_path, monkeypatch, stored, stage_setting, expected):
+    from eagle_hf.processing_eagle import EagleProcessor
+    from eagle_hf.training import data
+
+    records = synthetic_caption_records(tmp_path / "images", 2)
+    _, processor = save_tiny_init(tmp_path / "init", tiny_llava_config())
+    processor.tokenize_chunks = stored
+    processor.save_pretrained(tmp_path / "init")
+    used, tokenize = [], data.tokenize_with_images
+    monkeypatch.setattr(data, "tokenize_with_images",
+                        lambda *a, **k: used.append(k["tokenize_chunks"]) or tokenize(*a, **k))
+    settings = {} if stage_setting is None else dict(tokenize_chunks=stage_setting)
+    recipe = tiny_recipe(str(tmp_path / "init"), records, str(tmp_path / "images"), ["llava_finetune"],
+                         llava_finetune=dict(max_steps=1, **settings))
+    result = run_plan(recipe, str(tmp_path / "run"))[0]
+    assert used and set(used) == {expected}
+    assert EagleProcessor.from_pretrained(result.output_dir).tokenize_chunks is expected
+    assert EagleProcessor.from_pretrained(tmp_path / "init").tokenize_chunks is stored  # the start is left alone

@@ -424,7 +424,7 @@ def test_a_decode_step_compiles_as_one_graph_and_gives_the_same_logits():
 @pytest.mark.parametrize("name", ["configuration_eagle.py", "modeling_eagle.py", "processing_eagle.py",
                                   "image_processing_eagle.py", "vision_experts.py", "fusion.py",
                                   "configuration_eva02.py", "modeling_eva02.py", "pix2struct_patches.py",
-                                  "configuration_experts.py"])
+                                  "configuration_experts.py", "text_processing_eagle.py"])
 def test_every_shipped_file_opens_with_a_dated_copyright_header(name):
     first_line = (SHIPPED / name).read_text().splitlines()[0]
     assert re.fullmatch(r"# Copyright 20\d\d .+", first_line), f"{name} starts with {first_line!r}"

@@ -435,4 +435,60 @@ class EagleImageProcessor(BaseImageProcessor):
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
 
-__all__ = ["EagleImageProcessor"]
+# ----- which images go to which sample -----
+
+
+def _is_single_image(item) -> bool:
+    return not isinstance(item, (list, tuple)) and getattr(item, "ndim", 3) != 4
+
+
+def flat_images(images) -> list:
+    """One image / a flat list / a 4-D array or tensor -> a flat list."""
+    if getattr(images, "ndim", None) == 4:
+        return list(images)
+    return [images] if _is_single_image(images) else list(images)
+
+
+def _describe(marker_counts: list[int]) -> str:
+    return ", ".join(f"sample {index}: {count}" for index, count in enumerate(marker_counts))
+
+
+def split_images_by_sample(images, marker_counts: list[int], image_token: str = "<image>") -> list[list]:
+    """One list of images per sample, whose texts hold `marker_counts[i]` markers each; a ValueError naming the sample
+    and both counts on any mismatch."""
+    if images is None:
+        for index, count in enumerate(marker_counts):
+            if count:
+                raise ValueError(f"Sample {index} has {count} {image_token} marker(s) but no images were given.")
+        return [[] for _ in marker_counts]
+    if isinstance(images, (list, tuple)) and images and not all(_is_single_image(item) for item in images):
+        if not all(isinstance(item, (list, tuple)) for item in images):
+            raise ValueError("`images` mixes lists and single images: give one list of images per sample, or one flat "
+                             "list of images consumed in order.")
+        if len(images) != len(marker_counts):
+            raise ValueError(f"`images` holds {len(images)} per-sample lists for {len(marker_counts)} text samples.")
+        for index, (sample_images, count) in enumerate(zip(images, marker_counts)):
+            if len(sample_images) != count:
+                raise ValueError(f"Sample {index} has {count} {image_token} marker(s) but {len(sample_images)} "
+                                 "image(s).")
+        return [list(sample_images) for sample_images in images]
+    flat = flat_images(images)
+    if len(flat) > sum(marker_counts):
+        raise ValueError(f"{len(flat)} images were given but the text has {sum(marker_counts)} {image_token} "
+                         f"marker(s) ({_describe(marker_counts)}); a flat image list is consumed in order, one image "
+                         f"per marker, so images {sum(marker_counts)} and after have no marker.")
+    per_sample, start = [], 0
+    for index, count in enumerate(marker_counts):
+        if start + count > len(flat):
+            raise ValueError(f"Sample {index} has {count} {image_token} marker(s) but only {len(flat) - start} of the "
+                             f"{len(flat)} images are left for it (a flat image list is consumed in order; "
+                             f"{_describe(marker_counts)}).")
+        per_sample.append(flat[start : start + count])
+        start += count
+    return per_sample
+
+
+EagleImageProcessor.register_for_auto_class("AutoImageProcessor")  # save_pretrained ships this file
+
+
+__all__ = ["EagleImageProcessor", "flat_images", "split_images_by_sample"]

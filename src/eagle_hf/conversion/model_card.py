@@ -49,9 +49,10 @@ These are the weights of `{source}`, {FAMILY_NAMES[family]} checkpoint, converte
 - left out the source tensors that have no place in the converted model:
 {dropped_lines or "  - none"}
 
-For the token ids the original models were trained on, tokenise prompts piece by piece around each image, as the
-original did: `processor(text=prompt, images=images, add_special_tokens=False, tokenize_chunks=True)` for a prompt
-rendered by `processor.apply_chat_template`.
+The processor tokenises prompts piece by piece around each image, as the original did (its config stores
+`tokenize_chunks: true`), so `processor(text=prompt, images=images, add_special_tokens=False)` on a prompt rendered
+by `processor.apply_chat_template` gives the token ids the original models were trained on; pass
+`tokenize_chunks=False` to tokenise whole texts instead.
 """
 
 

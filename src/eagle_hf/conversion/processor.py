@@ -21,12 +21,14 @@ def infer_chat_template(tokenizer):
 
 def build_processor(tokenizer, config, aspect_ratio, template):
     """An `EagleProcessor` for `config`: `<image>` expanded to `config.image_seq_length` tokens, images padded to a
-    square (or resized and cropped, `aspect_ratio="square"`) at `config.image_size`."""
+    square (or resized and cropped, `aspect_ratio="square"`) at `config.image_size`, tokenising as the original did
+    (`tokenize_chunks`) unless a call says otherwise."""
     if template not in TEMPLATE_NAMES:
         raise ConversionError(f"Unknown chat template {template!r}; expected one of {list(TEMPLATE_NAMES)}.")
     try:
+        # The released models were trained on the original's piece-wise ids, so that is the stored default.
         return EagleProcessor.for_config(config, tokenizer, chat_template=load_chat_template(template),
-                                         aspect_ratio_mode=aspect_ratio)
+                                         tokenize_chunks=True, aspect_ratio_mode=aspect_ratio)
     except ValueError as error:
         raise ConversionError(f"Cannot build the processor: {error}") from error
 

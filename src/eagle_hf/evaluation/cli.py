@@ -34,9 +34,10 @@ def add_eval_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples of each task")
-    parser.add_argument("--tokenization", choices=("chunks", "whole"), default="chunks",
+    parser.add_argument("--tokenization", choices=("chunks", "whole"), default=None,
                         help="chunks: text around each image tokenised apart, as the original evaluation scripts; "
-                             "whole: the prompt at once, as chat-template users and TRL do")
+                             "whole: the prompt at once, as chat-template users and TRL do (default: the "
+                             "checkpoint's, stored in its processor config: chunks for converted checkpoints)")
     parser.add_argument("--chat-template", choices=TEMPLATE_NAMES, default=None,
                         help="use this template instead of the checkpoint's (needed if it ships none)")
     parser.add_argument("--dtype", choices=DTYPES, default="auto")
@@ -81,7 +82,7 @@ def evaluate_model(model, processor, tasks, data_dir, output_dir, settings=None,
     Returns:
         (summary dict, summary markdown).
     """
-    settings = settings or GenerationSettings()
+    settings = (settings or GenerationSettings()).for_processor(processor)
     tasks = get_tasks(tasks)
     model_name = model_name or getattr(model, "name_or_path", "") or "model"
     check_run_file(output_dir, run_settings(model_name, processor, settings, model.dtype), overwrite)
@@ -106,7 +107,7 @@ def run_eval(args):
                                                 args.chat_template)
     output_dir = args.output_dir or Path("eval_results") / Path(str(args.model).rstrip("/")).name
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                  tokenize_chunks=args.tokenization == "chunks")
+                                  tokenize_chunks=None if args.tokenization is None else args.tokenization == "chunks")
     _, markdown = evaluate_model(model, processor, args.tasks, args.data_dir, output_dir, settings, args.limit,
                                  args.overwrite, args.model, progress=not args.no_progress)
     if args.write_model_card:

@@ -11,7 +11,9 @@ import base64
 import binascii
 import hashlib
 import json
+import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 import torch
@@ -31,11 +33,18 @@ _IMAGE_ERRORS = (OSError, ValueError, binascii.Error, Image.DecompressionBombErr
 @dataclass
 class GenerationSettings:
     """How answers are generated. `tokenize_chunks` tokenises the text between image markers piece by piece, as
-    the original LLaVA / Eagle evaluation scripts (`tokenizer_image_token`) do; False tokenises the whole prompt."""
+    the original LLaVA / Eagle evaluation scripts (`tokenizer_image_token`) do; False tokenises the whole prompt;
+    None (default) takes the processor's stored choice, the one the checkpoint was trained with."""
 
     max_new_tokens: int = 128
     batch_size: int = 8
-    tokenize_chunks: bool = True
+    tokenize_chunks: Optional[bool] = None
+
+    def for_processor(self, processor):
+        """These settings with `tokenize_chunks` resolved against `processor`."""
+        if self.tokenize_chunks is not None:
+            return self
+        return dataclasses.replace(self, tokenize_chunks=bool(getattr(processor, "tokenize_chunks", False)))
 
 
 def open_image(sample):

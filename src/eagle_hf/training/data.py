@@ -20,7 +20,7 @@ from transformers.utils import logging
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..image_processing_eagle import load_rgb_image
-from ..processing_eagle import expand_image_tokens, tokenize_with_images
+from ..text_processing_eagle import expand_image_tokens, tokenize_with_images
 
 logger = logging.get_logger(__name__)
 

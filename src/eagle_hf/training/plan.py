@@ -5,6 +5,7 @@ Layout under a plan's output directory: `<stage>/` (pre-alignment: `<stage>/expe
 plan skips every stage with a `stage_result.json` and resumes an interrupted one from its last complete checkpoint.
 """
 
+import copy
 import dataclasses
 import json
 import os
@@ -147,6 +148,22 @@ def make_training_args(recipe, stage, stage_dir):
     return SFTConfig(**values)
 
 
+def _tokenize_chunks(stage, processor) -> bool:
+    """The stage's tokenisation: its own `tokenize_chunks` where set, else the processor's stored choice."""
+    return stage.tokenize_chunks if stage.tokenize_chunks is not None else getattr(processor, "tokenize_chunks", False)
+
+
+def stage_processor(processor, stage):
+    """The processor a stage trains and saves with: a copy holding the stage's `tokenize_chunks` where that differs
+    from the processor's, so the saved checkpoint tells inference and `eagle-hf eval` how it was trained."""
+    if not isinstance(processor, ProcessorMixin) or getattr(processor, "tokenize_chunks", None) == _tokenize_chunks(
+            stage, processor):
+        return processor
+    processor = copy.copy(processor)
+    processor.tokenize_chunks = stage.tokenize_chunks
+    return processor
+
+
 def stage_data(recipe, stage, processor, config, records=None):
     """(index dataset, collator, records) of a stage."""
     spec = recipe.data[stage.data]
@@ -160,7 +177,7 @@ def stage_data(recipe, stage, processor, config, records=None):
         raise ValueError(f"The tokenizer's <image> id ({tokenizer.convert_tokens_to_ids('<image>')}) differs from "
                          f"the model's image_token_id ({config.image_token_id}).")
     encoder = ConversationEncoder(tokenizer, load_chat_template(stage.template), num_image_tokens,
-                                  max_length=stage.max_length, tokenize_chunks=stage.tokenize_chunks)
+                                  max_length=stage.max_length, tokenize_chunks=_tokenize_chunks(stage, processor))
     lengths = [1] * len(records)
     if stage.group_by_modality_length:
         lengths = [_safe_length(record, num_image_tokens) for record in records]
@@ -223,6 +240,7 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
             rates = {**stage.group_learning_rates, "llm": float(recipe.lora["learning_rate"])}
             stage = dataclasses.replace(stage, group_learning_rates=rates)
     apply_trainability(model, stage.train, stage.lora)
+    processor = stage_processor(processor, stage)
     index, collator, records = stage_data(recipe, stage, processor, model.config, records)
     if stage.feature_cache:
         trained = [n for n, p in model.named_parameters() if p.requires_grad and ".vision_tower." in f".{n}"]
@@ -255,14 +273,12 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
 
 
 def load_processor(path):
-    from transformers import AutoConfig
-
-    from ..configuration_eagle import EagleConfig
+    from .. import register_auto_classes
     from ..processing_eagle import EagleProcessor
 
-    # The processor's tokenizer reads the folder's config.json; with `eagle_hf` known to AutoConfig it does not ask
-    # whether to run the folder's remote code (a prompt that would stall a launched job).
-    AutoConfig.register(EagleConfig.model_type, EagleConfig, exist_ok=True)
+    # Loading reads the folder's config.json and (5.x) resolves the image processor through AutoImageProcessor; with
+    # the classes registered neither asks whether to run the folder's remote code (a prompt that stalls a launched job).
+    register_auto_classes()
     return EagleProcessor.from_pretrained(path)
 
 

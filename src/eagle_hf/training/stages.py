@@ -38,7 +38,8 @@ class Stage:
         max_length: token budget of one sample, image tokens included (longer samples are truncated in their text, or
             dropped when the cut would split an image).
         tokenize_chunks: tokenise the text between images piece by piece, as the original LLaVA/Eagle code did (the
-            ids the released models were trained on; use `EagleProcessor(..., tokenize_chunks=True)` at inference).
+            ids the released models were trained on). Default: the processor's stored choice (True for converted
+            checkpoints); a stage that sets it saves its processor with that choice, so inference follows.
         group_by_modality_length: batch image and text-only samples apart, and samples of similar length together.
         feature_cache: compute the frozen experts' fused features once and reuse them (only when experts are frozen).
         lora / qlora: train the LLM through LoRA adapters (QLoRA: on a 4-bit NF4 LLM).
@@ -60,7 +61,7 @@ class Stage:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_length: Optional[int] = 2048
-    tokenize_chunks: bool = False
+    tokenize_chunks: Optional[bool] = None
     group_by_modality_length: bool = False
     feature_cache: bool = False
     lora: bool = False
@@ -77,6 +78,9 @@ class Stage:
         if self.feature_cache and "experts" in self.train:
             raise ValueError(f"Stage {self.name!r} trains the experts, so their features change at every step and "
                              "cannot be cached; set `feature_cache: false` or freeze the experts.")
+        if self.tokenize_chunks is not None and not isinstance(self.tokenize_chunks, bool):
+            raise ValueError(f"Stage {self.name!r}: `tokenize_chunks` must be true, false or unset (the processor's "
+                             f"choice), got {self.tokenize_chunks!r}.")
         if self.qlora:
             self.lora = True
         if self.lora and "llm" not in self.train:
