@@ -63,3 +63,41 @@ def test_the_expert_search_does_not_import_the_demo():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+LIGHT_IMPORT = """
+import io, sys
+from contextlib import redirect_stdout
+import eagle_hf
+from eagle_hf.cli import main
+with redirect_stdout(io.StringIO()) as out:
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+heavy = sorted(name for name in ("torch", "transformers", "trl", "peft", "accelerate") if name in sys.modules)
+print("heavy:", heavy, "listed:", all(command in out.getvalue() for command in ("demo", "convert", "eval")))
+"""
+
+
+def test_importing_the_package_and_the_command_lines_help_import_neither_torch_nor_transformers():
+    result = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "heavy: [] listed: True", result.stdout + result.stderr
+
+
+REGISTERED = """
+import sys
+from transformers import AutoConfig
+try:
+    AutoConfig.for_model("eagle_hf")
+    print("registered before")
+except ValueError:
+    pass
+from eagle_hf import EagleConfig
+print(type(AutoConfig.for_model("eagle_hf")) is EagleConfig, EagleConfig._auto_class)
+"""
+
+
+def test_taking_a_class_from_the_package_registers_the_auto_classes():
+    result = subprocess.run([sys.executable, "-c", REGISTERED], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True AutoConfig", result.stdout + result.stderr

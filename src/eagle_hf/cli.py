@@ -1,17 +1,36 @@
-"""Command line: `eagle-hf demo | presets | convert | eval | search-experts | update-code`."""
+"""Command line: `eagle-hf demo | presets | convert | eval | search-experts | update-code`.
+
+Each subcommand's module is imported only when that subcommand runs, so `eagle-hf --help` stays fast.
+"""
 
 import argparse
+import importlib
 import sys
 
-from .configuration_eagle import EagleConfig
-
-PRESETS = {"llava_1_5": EagleConfig.llava_1_5, "eagle_x4": EagleConfig.eagle_x4, "eagle_x5": EagleConfig.eagle_x5}
+# name -> (module, function adding its arguments, function running it, one-line help); the functions' module is
+# imported only for the command that runs.
+COMMANDS = {
+    "demo": ("eagle_hf.demo", "add_demo_arguments", "run_demo",
+             "train a small Eagle from scratch on CPU with data made on the spot, evaluate it, save and reload it"),
+    "presets": ("eagle_hf.cli", None, "run_presets", "print the experts, maps and channels of every preset"),
+    "convert": ("eagle_hf.conversion.cli", "add_convert_arguments", "run_convert",
+                "convert an original Eagle / LLaVA-1.5 or a transformers LLaVA checkpoint"),
+    "eval": ("eagle_hf.evaluation.cli", "add_eval_arguments", "run_eval",
+             "run benchmarks on a checkpoint and summarise them"),
+    "search-experts": ("eagle_hf.search.cli", "add_search_arguments", "run_search",
+                       "greedy search over vision experts on the demo's synthetic scenes"),
+    "update-code": ("eagle_hf.hub.code", "add_update_code_arguments", "run_update_code",
+                    "rewrite a saved checkpoint's model and processor code with this eagle-hf's"),
+}
 
 
 def presets_table():
     """Markdown table of every preset's experts, built from the configs themselves (nothing is downloaded)."""
+    from .configuration_eagle import EagleConfig
+
     lines = ["| preset | expert | input | layer | native map | to grid | channels |", "|---|---|---|---|---|---|---|"]
-    for name, build in PRESETS.items():
+    for name, build in (("llava_1_5", EagleConfig.llava_1_5), ("eagle_x4", EagleConfig.eagle_x4),
+                        ("eagle_x5", EagleConfig.eagle_x5)):
         config = build()
         for expert in config.vision_experts:
             side = expert.feature_map_size
@@ -26,40 +45,21 @@ def presets_table():
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="eagle-hf", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    from .demo import add_demo_arguments, run_demo
-
-    add_demo_arguments(commands.add_parser(
-        "demo", help="train a small Eagle from scratch on CPU with data made on the spot, evaluate it, save and reload it"))
-    commands.add_parser("presets", help="print the experts, maps and channels of every preset")
-    from .conversion import add_convert_arguments, run_convert
-    from .evaluation.cli import add_eval_arguments, run_eval
-
-    add_convert_arguments(commands.add_parser(
-        "convert", help="convert an original Eagle / LLaVA-1.5 or a transformers LLaVA checkpoint"))
-    add_eval_arguments(commands.add_parser("eval", help="run benchmarks on a checkpoint and summarise them"))
-    from .search.cli import add_search_arguments, run_search
-
-    add_search_arguments(commands.add_parser(
-        "search-experts", help="greedy search over vision experts on the demo's synthetic scenes"))
-    from .hub.code import add_update_code_arguments, run_update_code
-
-    add_update_code_arguments(commands.add_parser(
-        "update-code", help="rewrite a saved checkpoint's model and processor code with this eagle-hf's"))
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args)
-    if args.command == "presets":
-        sys.stdout.write(presets_table() + "\n")
-        return 0
-    if args.command == "convert":
-        return run_convert(args)
-    if args.command == "eval":
-        return run_eval(args)
-    if args.command == "search-experts":
-        return run_search(args)
-    if args.command == "update-code":
-        return run_update_code(args)
+def run_presets(args):
+    sys.stdout.write(presets_table() + "\n")
     return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="eagle-hf", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    for name, (module, add_arguments, _, help_text) in COMMANDS.items():
+        subparser = commands.add_parser(name, help=help_text, description=help_text)
+        if name == chosen and add_arguments:
+            getattr(importlib.import_module(module), add_arguments)(subparser)
+    args = parser.parse_args(argv)
+    module, _, run, _ = COMMANDS[args.command]
+    return getattr(importlib.import_module(module), run)(args)

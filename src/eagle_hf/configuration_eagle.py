@@ -434,4 +434,7 @@ def vicuna_7b_config(**overrides):
     return LlamaConfig(**{**numbers, **overrides})
 
 
+EagleConfig.register_for_auto_class()  # save_pretrained then writes its auto_map entry and code
+
+
 __all__ = ["EagleConfig", "EagleVisionExpertConfig", "vicuna_7b_config"]

@@ -328,16 +328,16 @@ class FusionKind(FusionFacts):
     build: Callable = None
 
 
-def _fusion(name, build):
+def _fusion(name, *, build):
     return FusionKind(**FUSION_FACTS[name].facts(), build=build)
 
 
 FUSIONS = {
-    "channel_concat": _fusion("channel_concat", lambda config: ChannelConcatFusion()),
-    "sequence_append": _fusion("sequence_append", SequenceAppendFusion),
-    "llava_hr": _fusion("llava_hr", LlavaHRFusion),
-    "mini_gemini": _fusion("mini_gemini", WindowAttentionFusion),
-    "deformable": _fusion("deformable", DeformableFusion),
+    "channel_concat": _fusion("channel_concat", build=lambda config: ChannelConcatFusion()),
+    "sequence_append": _fusion("sequence_append", build=SequenceAppendFusion),
+    "llava_hr": _fusion("llava_hr", build=LlavaHRFusion),
+    "mini_gemini": _fusion("mini_gemini", build=WindowAttentionFusion),
+    "deformable": _fusion("deformable", build=DeformableFusion),
 }
 
 

@@ -435,5 +435,10 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
         return model_inputs
 
 
+# save_pretrained then writes the auto_map entries and ships this file with the weights.
+EagleModel.register_for_auto_class("AutoModel")
+EagleForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+
+
 __all__ = ["EagleForConditionalGeneration", "EagleModel", "EaglePreTrainedModel", "EagleMultiModalProjector",
            "MODULE_PREFIXES"]
