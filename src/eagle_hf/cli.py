@@ -1,4 +1,4 @@
-"""Command line: `eagle-hf demo | presets | convert | eval | search-experts | update-code`.
+"""Command line: `eagle-hf demo | presets | convert | init | eval | search-experts | update-code`.
 
 Each subcommand's module is imported only when that subcommand runs, so `eagle-hf --help` stays fast.
 """
@@ -15,6 +15,8 @@ COMMANDS = {
     "presets": ("eagle_hf.cli", None, "run_presets", "print the experts, maps and channels of every preset"),
     "convert": ("eagle_hf.conversion.cli", "add_convert_arguments", "run_convert",
                 "convert an original Eagle / LLaVA-1.5 or a transformers LLaVA checkpoint"),
+    "init": ("eagle_hf.conversion.cli", "add_init_arguments", "run_init",
+             "build a training run's starting checkpoint from pretrained vision experts and an LLM"),
     "eval": ("eagle_hf.evaluation.cli", "add_eval_arguments", "run_eval",
              "run benchmarks on a checkpoint and summarise them"),
     "search-experts": ("eagle_hf.search.cli", "add_search_arguments", "run_search",

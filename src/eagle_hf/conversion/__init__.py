@@ -5,7 +5,9 @@ Never imported by the files shipped next to the weights.
 
 from .cli import add_convert_arguments, run_convert
 from .convert import FAMILIES, ConversionReport, convert_checkpoint
+from .init import init_checkpoint
 from .source import ConversionError
 
 __all__ = ["FAMILIES", "ConversionError", "ConversionReport", "add_convert_arguments", "convert_checkpoint",
+           "init_checkpoint",
            "run_convert"]

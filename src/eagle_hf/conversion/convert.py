@@ -48,6 +48,7 @@ class _Part:
 
     weights: SourceWeights
     plan: object
+    label: str = "weights"
 
 
 def _llava_tower(raw, weights, vision_tower):
@@ -116,8 +117,11 @@ def _expected_tensors(config):
 
 def _stream(parts, writer, vocabulary, dtype):
     """Copy every planned tensor, shard after shard: one source tensor and at most one output shard in memory."""
+    from tqdm.auto import tqdm
+
     for part in parts:
-        for shard in part.weights.iter_shards():
+        shards = part.weights.iter_shards()
+        for shard in tqdm(shards, total=len(part.weights.shards), desc=part.label, unit="shard"):
             for key, load in shard:
                 target = part.plan.targets.get(key)
                 if target is None:
@@ -191,12 +195,7 @@ def convert_checkpoint(source, output, family, *, vision_tower=None, tokenizer=N
     with staged_output(output, overwrite=overwrite) as staging:
         writer = ShardWriter(staging, max_shard_bytes)
         _stream(parts, writer, vocabulary, DTYPES.get(dtype))
-        written = writer.close()
-        if written != set(expected):
-            raise ConversionError(f"Internal error: wrote {sorted(written ^ set(expected))[:10]} unexpectedly.")
-        _save_model_files(meta_model, config, staging)
-        _generation_config(folder, config.text_config, vocabulary).save_pretrained(staging)
-        processor.save_pretrained(staging)
+        save_checkpoint_files(writer, expected, meta_model, folder, vocabulary, processor, staging)
         write_model_card(staging, source=source, family=family, config=config, vocabulary=vocabulary,
                          chat_template=template, dropped=dropped)
         if verify:
@@ -245,6 +244,17 @@ def _plan_sources(source, family, options):
         plan = plan_renames(clip_tower_table(draft), tower.infos(), model_keys, f"the vision tower {tower_folder}")
         parts.append(_Part(tower, plan))
     return folder, spec, parts
+
+
+def save_checkpoint_files(writer, expected, meta_model, source_folder, vocabulary, processor, staging):
+    """Close the shards (checking they hold exactly `expected`), then write config, code, generation config and the
+    processor into `staging`."""
+    written = writer.close()
+    if written != set(expected):
+        raise ConversionError(f"Internal error: wrote {sorted(written ^ set(expected))[:10]} unexpectedly.")
+    _save_model_files(meta_model, meta_model.config, staging)
+    _generation_config(source_folder, meta_model.config.text_config, vocabulary).save_pretrained(staging)
+    processor.save_pretrained(staging)
 
 
 def _save_model_files(meta_model, config, folder):

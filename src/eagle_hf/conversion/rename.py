@@ -147,8 +147,26 @@ def pix2struct_table(expert):
     )
 
 
+def siglip_table(expert):
+    """SigLIP's vision tower (`SiglipVisionModel`, with or without `vision_model.`): layers after the feature layer,
+    the post-layernorm and the attention-pooling head are unused."""
+    total = expert.backbone_config.num_hidden_layers
+    kept = expert.feature_layer + 1 + total if expert.feature_layer < 0 else expert.feature_layer
+    v = r"(?:vision_model\.)?"
+    return (
+        Rename(v + r"(embeddings\.(?:patch_embedding\.(?:weight|bias)|position_embedding\.weight))", r"\1"),
+        Rename(v + rf"(encoder\.layers\.{_indices(range(kept))}\..+)", r"\1"),
+        Drop(v + rf"encoder\.layers\.{_indices(range(kept, total))}\..+", "a layer after the selected feature layer"),
+        Drop(v + r"post_layernorm\.(?:weight|bias)", "the features are read before the post-layernorm"),
+        Drop(v + r"head\..+", "SigLIP's attention-pooling head"),
+        Drop(r"text_model\..+", "SigLIP's text encoder"),
+        Drop(r"logit_(?:scale|bias)", "SigLIP's contrastive temperature and bias"),
+    )
+
+
 EXPERT_TABLES = {
     "clip": clip_table,
+    "siglip": siglip_table,
     "convnext": convnext_table,
     "sam": sam_table,
     "eva02": eva02_table,
@@ -253,5 +271,5 @@ def plan_renames(table, source_keys, model_keys, what):
     return RenamePlan(targets, dropped)
 
 
-__all__ = ["Drop", "Nest", "Rename", "RenamePlan", "apply_table", "clip_tower_table", "expert_table", "llava_hf_table",
-           "llava_table", "nveagle_table", "plan_renames"]
+__all__ = ["Drop", "Nest", "Rename", "RenamePlan", "apply_table", "clip_model_extras", "clip_tower_table",
+           "expert_prefix", "expert_table", "llava_hf_table", "llava_table", "nveagle_table", "plan_renames"]

@@ -179,4 +179,60 @@ def _safetensors_dtype(name):
     return _SAFETENSORS_DTYPES[name]
 
 
-__all__ = ["ConversionError", "SourceWeights", "TensorInfo", "read_json", "resolve_source"]
+class PickleWeights:
+    """The tensors of one PyTorch pickle (e.g. a detectron2 `.pth`), read with `weights_only=True` so that no code in
+    it runs. The state dict is found under a `model`, `state_dict`, `module` or `ema_state` wrapper; other entries
+    (iteration counters, optimizer state) are left out. The same interface as `SourceWeights`."""
+
+    WRAPPERS = ("model", "state_dict", "module", "ema_state")
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.folder, self.shards = self.path.parent, [self.path.name]
+        self._state = None
+
+    def _tensors(self):
+        if self._state is None:
+            try:
+                content = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as error:  # a refused pickle, a truncated file: name the file, keep the cause
+                raise ConversionError(f"Cannot read {self.path} as tensors with weights_only=True (no code from a "
+                                      f"pickle is run): {error}") from error
+            while isinstance(content, dict) and not any(isinstance(v, torch.Tensor) for v in content.values()):
+                inner = next((content[key] for key in self.WRAPPERS if isinstance(content.get(key), dict)), None)
+                if inner is None:
+                    break
+                content = inner
+            if not isinstance(content, dict):
+                raise ConversionError(f"{self.path} holds a {type(content).__name__}, not a state dict.")
+            self._state = {key: value for key, value in content.items() if isinstance(value, torch.Tensor)}
+            if not self._state:
+                raise ConversionError(f"{self.path} holds no tensors (looked under {list(self.WRAPPERS)}).")
+        return self._state
+
+    def infos(self):
+        return {key: TensorInfo(tuple(t.shape), t.dtype) for key, t in self._tensors().items()}
+
+    def iter_shards(self):
+        state = self._tensors()
+        yield [(key, (lambda k=key: state[k])) for key in state]
+
+
+def resolve_file(source):
+    """A local file as is, or `owner/name:path/in/repo` downloaded from the Hub (that one file only)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    repo, _, filename = source.partition(":")
+    if not filename or repo.count("/") != 1 or path.exists():
+        raise ConversionError(f"Source {source!r} is neither a local file nor a Hub file (owner/name:path/in/repo).")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as error:  # network, authentication, a missing file: say which source, keep the cause
+        raise ConversionError(f"Could not fetch {filename!r} from the Hub repo {repo!r}: {error}") from error
+
+
+__all__ = ["ConversionError", "PickleWeights", "SourceWeights", "TensorInfo", "read_json", "resolve_file",
+           "resolve_source"]

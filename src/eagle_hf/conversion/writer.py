@@ -37,12 +37,18 @@ def parse_size(size):
     raise ConversionError(f"Cannot read the shard size {size!r}; write e.g. '5GB', '500MB' or a number of bytes.")
 
 
-@contextmanager
-def staged_output(path, overwrite=False):
-    """Yield a temporary folder beside `path`; on success it becomes `path`, on failure it is removed."""
+def check_output(path, overwrite=False):
+    """Refuse an existing non-empty `path` (before any download or work) unless `overwrite`."""
     path = Path(path).expanduser().resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
         raise ConversionError(f"The output {path} exists and is not empty; choose another folder or pass overwrite.")
+    return path
+
+
+@contextmanager
+def staged_output(path, overwrite=False):
+    """Yield a temporary folder beside `path`; on success it becomes `path`, on failure it is removed."""
+    path = check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
