@@ -83,8 +83,10 @@ def _embedding_rows(parts):
     raise ConversionError(f"The source holds no input embedding (nothing maps to {EMBEDDING}).")
 
 
-def _check_shapes(parts, expected, vocabulary):
-    """Every model tensor comes from exactly one source tensor of the right shape (rows of the vocabulary aside)."""
+def check_shapes(parts, expected, vocabulary, generated=(), needed_by="config", failure="Cannot convert"):
+    """Every model tensor comes from exactly one source tensor of the right shape (rows of the vocabulary aside),
+    except the `generated` ones the writer makes itself; one `ConversionError` lists every problem, naming each part,
+    key and both shapes."""
     found, wrong = set(), []
     for part in parts:
         infos = part.weights.infos()
@@ -94,16 +96,17 @@ def _check_shapes(parts, expected, vocabulary):
             if target in (EMBEDDING, LM_HEAD):
                 want = (vocabulary.source_rows,) + want[1:]
             if shape != want:
-                wrong.append(f"{key} has shape {list(shape)} but the config needs {list(want)} (for {target})")
+                wrong.append(f"{part.label}: {key} has shape {list(shape)} but the {needed_by} needs {list(want)} "
+                             f"(for {target})")
             found.add(target)
-    missing = sorted(set(expected) - found)
+    missing = sorted(key for key in set(expected) - found if key not in generated)
     problems = []
     if wrong:
-        problems.append("shapes that disagree with the config: " + "; ".join(wrong))
+        problems.append(f"shapes that disagree with the {needed_by}: " + "; ".join(wrong))
     if missing:
         problems.append(f"{len(missing)} model tensor(s) the source does not provide: {missing}")
     if problems:
-        raise ConversionError("Cannot convert: " + " | ".join(problems) + ".")
+        raise ConversionError(f"{failure}: " + " | ".join(problems) + ".")
 
 
 def _expected_tensors(config):
@@ -187,7 +190,7 @@ def convert_checkpoint(source, output, family, *, vision_tower=None, tokenizer=N
     tokenizer = _source_tokenizer(resolve_source(tokenizer, weights=False) if tokenizer else folder, spec.text_config)
     vocabulary, config = _converted_config(spec, tokenizer, parts, dtype, pad_vocab_to_multiple_of)
     meta_model, expected = _expected_tensors(config)
-    _check_shapes(parts, expected, vocabulary)
+    check_shapes(parts, expected, vocabulary)
     template = chat_template or infer_chat_template(tokenizer)
     processor = build_processor(tokenizer, config, spec.aspect_ratio, template)  # before writing: it checks <image>
     dropped = _dropped_by_reason(parts)

@@ -21,7 +21,8 @@ from ..configuration_eagle import EagleConfig
 from ..modeling_eagle import AUTO_MAP, MODULE_PREFIXES, EagleForConditionalGeneration
 from ..processing_eagle import EagleProcessor
 from ..chat_templates import TEMPLATE_NAMES, load_chat_template
-from .convert import DTYPES, EMBEDDING, LM_HEAD, _Part, _stream, _verify, save_checkpoint_files
+from .convert import DTYPES, EMBEDDING, LM_HEAD, _Part, _stream, _verify
+from .convert import check_shapes, save_checkpoint_files
 from .processor import infer_chat_template
 from .rename import Drop, Nest, Rename, clip_model_extras, expert_prefix, expert_table, plan_renames
 from .source import ConversionError, PickleWeights, SourceWeights, read_json, resolve_file, resolve_source
@@ -185,7 +186,7 @@ def _read_llm(source):
 # ----- the whole run -----
 
 
-def _describe_sources(preset, llm, experts):
+def _describe_sources(preset, experts):
     config = PRESETS[preset]()
     kinds = [expert.kind for expert in config.vision_experts]
     unknown = sorted(set(experts) - set(kinds))
@@ -206,10 +207,10 @@ def _read_experts(preset_config, sources):
     return found
 
 
-def _build_config(preset, text_config, experts_read, image_token_id, expert_overrides, config_overrides):
+def _build_config(preset, preset_config, text_config, experts_read, image_token_id, expert_overrides,
+                  config_overrides):
     overrides = {}
-    base = PRESETS[preset]()
-    for expert, (_, backbone, _, _) in zip(base.vision_experts, experts_read):
+    for expert, (_, backbone, _, _) in zip(preset_config.vision_experts, experts_read):
         extra = dict((expert_overrides or {}).get(expert.kind, {}))
         if "backbone_config" in extra:
             raise ConversionError(f"expert_overrides for {expert.kind!r} set backbone_config, but init reads the "
@@ -220,25 +221,6 @@ def _build_config(preset, text_config, experts_read, image_token_id, expert_over
                                tie_word_embeddings=False, **(config_overrides or {}))
     except ValueError as error:
         raise ConversionError(f"The sources do not fit the {preset} preset: {error}") from error
-
-
-def _check_fit(parts, expected, vocabulary):
-    """Every source tensor has the shape the model needs; every model tensor but the new ones has a source."""
-    found, wrong = set(), []
-    for part in parts:
-        infos = part.weights.infos()
-        for key, target in part.plan.targets.items():
-            shape, want = tuple(infos[key].shape), expected[target]
-            if target in (EMBEDDING, LM_HEAD):
-                want = (vocabulary.source_rows,) + want[1:]
-            if shape != want:
-                wrong.append(f"{part.label}: {key} has shape {list(shape)} but the preset needs {list(want)} "
-                             f"(for {target})")
-            found.add(target)
-    missing = sorted(key for key in set(expected) - found if not key.startswith(NEW_PREFIXES) and key != LM_HEAD)
-    if wrong or missing:
-        raise ConversionError("The sources do not fit: " + "; ".join(wrong + (
-            [f"{len(missing)} model tensor(s) no source provides: {missing[:10]}"] if missing else [])) + ".")
 
 
 def _new_tensors(meta_model, seed):
@@ -282,11 +264,12 @@ def init_checkpoint(output, preset, llm, experts=None, chat_template=None, dtype
     if chat_template is not None and chat_template not in TEMPLATE_NAMES:
         raise ConversionError(f"Unknown chat template {chat_template!r}; expected one of {list(TEMPLATE_NAMES)}.")
     check_output(output, overwrite)
-    preset_config, sources = _describe_sources(preset, llm, dict(experts or {}))
+    preset_config, sources = _describe_sources(preset, dict(experts or {}))
     folder, text_config, tokenizer, llm_weights, llm_table = _read_llm(llm)
     experts_read = _read_experts(preset_config, sources)
 
-    draft = _build_config(preset, copy.deepcopy(text_config), experts_read, 0, expert_overrides, config_overrides)
+    draft = _build_config(preset, preset_config, copy.deepcopy(text_config), experts_read, 0, expert_overrides,
+                          config_overrides)
     with torch.device("meta"):
         draft_keys = set(EagleForConditionalGeneration(draft).state_dict())
     parts = [_Part(llm_weights, plan_renames(llm_table, llm_weights.infos(), draft_keys, f"the LLM {llm}"),
@@ -303,16 +286,15 @@ def init_checkpoint(output, preset, llm, experts=None, chat_template=None, dtype
     text_config.vocab_size, text_config.pad_token_id = vocabulary.rows, vocabulary.pad_token_id
     tied = bool(getattr(text_config, "tie_word_embeddings", False))
     text_config.tie_word_embeddings = False  # lm_head gets its own copy of the embedding (trained apart from it)
-    config = _build_config(preset, text_config, experts_read, vocabulary.image_token_id, expert_overrides,
-                           config_overrides)
+    config = _build_config(preset, preset_config, text_config, experts_read, vocabulary.image_token_id,
+                           expert_overrides, config_overrides)
     config.architectures, config.auto_map = ["EagleForConditionalGeneration"], dict(AUTO_MAP)
     config.dtype = dtype or str(getattr(text_config, "dtype", None) or "float32").replace("torch.", "")
     with torch.device("meta"):
         meta_model = EagleForConditionalGeneration(config)
     expected = {key: tuple(tensor.shape) for key, tensor in meta_model.state_dict().items()}
-    _check_fit(parts, expected, vocabulary)
-    if not tied and LM_HEAD not in parts[0].plan.targets.values():
-        raise ConversionError(f"The LLM {llm} has no lm_head.weight and does not tie it to its embedding.")
+    generated = {key for key in expected if key.startswith(NEW_PREFIXES)} | ({LM_HEAD} if tied else set())
+    check_shapes(parts, expected, vocabulary, generated, needed_by="preset", failure="The sources do not fit")
     template = chat_template or infer_chat_template(tokenizer)
     processor = EagleProcessor.for_config(config, tokenizer, chat_template=load_chat_template(template),
                                           aspect_ratio_mode="pad")

@@ -156,8 +156,7 @@ def _tokenize_chunks(stage, processor) -> bool:
 def stage_processor(processor, stage):
     """The processor a stage trains and saves with: a copy holding the stage's `tokenize_chunks` where that differs
     from the processor's, so the saved checkpoint tells inference and `eagle-hf eval` how it was trained."""
-    if not isinstance(processor, ProcessorMixin) or getattr(processor, "tokenize_chunks", None) == _tokenize_chunks(
-            stage, processor):
+    if stage.tokenize_chunks is None or getattr(processor, "tokenize_chunks", None) in (None, stage.tokenize_chunks):
         return processor
     processor = copy.copy(processor)
     processor.tokenize_chunks = stage.tokenize_chunks
