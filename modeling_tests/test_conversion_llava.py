@@ -16,8 +16,7 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration
 from conversion_fixtures import LEGACY_RENAMES, source_tokenizer, write_llava, write_llava_hf
 from eagle_hf.conversion import ConversionError, convert_checkpoint
 from eagle_hf.conversion.rename import apply_table, llava_hf_table, Drop
-from eagle_hf.modeling_eagle import EagleForConditionalGeneration
-from eagle_hf.processing_eagle import EagleProcessor
+from eagle_hf import EagleForConditionalGeneration, EagleProcessor  # the package path registers the Auto classes
 from llava_reference import rename_llava_key
 from tiny import tiny_llava_config, tiny_text_config
 

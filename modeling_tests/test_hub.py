@@ -55,7 +55,9 @@ def test_every_expert_kind_has_a_source_checkpoint_and_licence_in_the_card_data(
 
 
 def test_the_eagle_x5_card_has_the_hub_metadata_both_loaders_and_the_evaluation_table(tmp_path):
-    card = render_model_card(tiny_eagle_config(), REPO_ID, eval_results=EVAL_RESULTS)
+    # Weights built from the released parts (as `eagle-hf init` writes them) name those parts as base models.
+    card = render_model_card(tiny_eagle_config(), REPO_ID, eval_results=EVAL_RESULTS,
+                             base_models=["lmsys/vicuna-7b-v1.5", *X5_CHECKPOINTS])
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")  # a local file: nothing is fetched
     assert loaded.content == card.content
@@ -63,7 +65,7 @@ def test_the_eagle_x5_card_has_the_hub_metadata_both_loaders_and_the_evaluation_
     assert data.license == "cc-by-nc-sa-4.0"
     assert data.library_name == "transformers"
     assert data.pipeline_tag == "image-text-to-text"
-    assert data.base_model == ["lmsys/vicuna-7b-v1.5", *X5_CHECKPOINTS]
+    assert data.base_model == ["lmsys/vicuna-7b-v1.5", *X5_CHECKPOINTS] and data.base_model_relation == "finetune"
     assert {"eagle-hf", "eagle", "mixture-of-vision-experts"} <= set(data.tags)
     assert data.datasets == ["liuhaotian/LLaVA-Pretrain", "shi-labs/Eagle-1.8M"]
     assert [(r.dataset_name, r.metric_type, r.metric_value) for r in data.eval_results] == [
@@ -83,7 +85,8 @@ def test_the_eagle_x5_card_has_the_hub_metadata_both_loaders_and_the_evaluation_
 
 
 def test_a_card_without_results_says_so_and_has_no_model_index(tmp_path):
-    card = render_model_card(tiny_llava_config(), "org/llava-1.5")
+    card = render_model_card(tiny_llava_config(), "org/llava-1.5",
+                             base_models=["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"])
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     assert loaded.data.license == "llama2"
@@ -91,6 +94,25 @@ def test_a_card_without_results_says_so_and_has_no_model_index(tmp_path):
     assert loaded.data.eval_results is None and "model-index" not in loaded.data.to_dict()
     assert "No evaluation results were recorded for this checkpoint." in loaded.text
     assert "| 1. feature alignment | projector | 1e-3 |" in loaded.text
+
+
+def test_weights_of_no_recorded_source_claim_no_base_model_and_no_expert_source(tmp_path):
+    card = render_model_card(tiny_eagle_config(), REPO_ID)  # e.g. trained from random initialisation
+    assert card.data.base_model is None and card.data.to_dict().get("base_model_relation") is None
+    assert "| 0 | clip | not recorded |" in card.text and "openai/clip-vit-large-patch14-336" not in card.text
+    assert card.data.license is None and "language model, Vicuna" not in card.text
+    assert "No training stages were recorded for this checkpoint." in card.text
+
+
+def test_weights_sources_read_the_card_of_the_folder_or_the_hub_id_they_were_loaded_from(tmp_path):
+    from eagle_hf.hub import weights_sources
+
+    render_model_card(tiny_llava_config(), base_models=["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"]
+                      ).save(tmp_path / "README.md")
+    assert weights_sources(str(tmp_path)) == ["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"]
+    assert weights_sources("NVEagle/Eagle-X5-7B") == ["NVEagle/Eagle-X5-7B"]
+    (tmp_path / "bare").mkdir()
+    assert weights_sources(str(tmp_path / "bare")) == [] and weights_sources("") == []
 
 
 def test_card_data_and_training_stages_given_by_the_caller_win():
@@ -158,8 +180,9 @@ def test_push_checkpoint_uploads_weights_code_processor_and_card_in_one_commit(p
                 "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} | SHIPPED
     assert expected <= set(files), sorted(expected - set(files))
     card = ModelCard(files["README.md"].decode())
-    assert card.data.license == "cc-by-nc-sa-4.0" and card.data.pipeline_tag == "image-text-to-text"
-    assert card.data.base_model == ["lmsys/vicuna-7b-v1.5", *X5_CHECKPOINTS]
+    assert card.data.pipeline_tag == "image-text-to-text"
+    # random weights built in the publisher: no base model, and no released variant's licence, claimed
+    assert card.data.base_model is None and card.data.license is None
     assert "| MME | test | perception | 1528.4 |" in card.text
     auto_map = json.loads(files["config.json"])["auto_map"]
     assert auto_map["AutoModelForVision2Seq"] == auto_map["AutoModelForImageTextToText"]

@@ -42,6 +42,7 @@ def test_save_writes_the_flat_model_files_and_a_cross_version_auto_map(tmp_path)
     assert auto_map == {
         "AutoConfig": "configuration_eagle.EagleConfig",
         "AutoModel": "modeling_eagle.EagleModel",
+        "AutoModelForCausalLM": "modeling_eagle.EagleForConditionalGeneration",
         "AutoModelForImageTextToText": "modeling_eagle.EagleForConditionalGeneration",
         "AutoModelForVision2Seq": "modeling_eagle.EagleForConditionalGeneration",
     }

@@ -1,53 +1,61 @@
 """Train Eagle / LLaVA-1.5 from a recipe: one stage or a whole plan; re-running skips finished stages and resumes an
-interrupted one from its last checkpoint.
+interrupted one from its last checkpoint. The command line is TRL's (`TrlParser`): `--config` holds the recipe, every
+`SFTConfig` field is a flag (`--help` lists them).
 
     accelerate launch --config_file training_scripts/accelerate_configs/multi_gpu.yaml training_scripts/sft.py \
-        --recipe training_scripts/recipes/llava_1_5.yaml --output_dir runs/llava-1.5-7b
-    ... sft.py --recipe ... --output_dir ... --stage llava_finetune --qlora --set trainer.save_steps=200
+        --config training_scripts/recipes/llava_1_5.yaml --output_dir runs/llava-1.5-7b
+    ... sft.py --config ... --output_dir ... --stage llava_finetune --qlora --save_steps 200 --eval_fraction 0.01
     python training_scripts/sft.py merge --adapter runs/llava-1.5-7b/llava_finetune --output_dir llava-1.5-7b-merged
 """
 
 import argparse
 import logging
+import os
 import sys
-
-from eagle_hf.training import load_recipe, merge_lora, run_plan
 
 
 def train(argv):
-    parser = argparse.ArgumentParser(description="Run a recipe's plan (or some of its stages).")
-    parser.add_argument("--recipe", required=True, help="YAML recipe (training_scripts/recipes/*.yaml)")
-    parser.add_argument("--output_dir", required=True, help="one sub-folder per stage is written here")
-    parser.add_argument("--stage", action="append", help="run only this stage (repeatable); earlier ones must be done")
-    parser.add_argument("--init", help="starting checkpoint, instead of the recipe's model.init")
-    parser.add_argument("--lora", action="store_true", help="train the LLM through LoRA in the stages that train it")
-    parser.add_argument("--qlora", action="store_true", help="as --lora, on a 4-bit NF4 LLM (bitsandbytes)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. stages.llava_pretrain.learning_rate=5e-4")
-    args = parser.parse_args(argv)
-    overrides = list(args.set)
-    if args.init:
-        overrides.append(f"model.init={args.init}")
-    recipe = load_recipe(args.recipe, overrides)
-    for stage in recipe.stages.values():
-        if (args.lora or args.qlora) and "llm" in stage.train:
-            stage.lora, stage.qlora = True, args.qlora
-    results = run_plan(recipe, args.output_dir, stages=args.stage)
+    from eagle_hf.training import run_plan
+    from eagle_hf.training.plan import check_plan_inputs
+    from eagle_hf.training.arguments import make_parser, parse_sft_args, recipe_from_args
+
+    if any(token in ("-h", "--help") for token in argv):
+        make_parser().print_help()
+        return
+    try:
+        values, plan_args, output_dir = parse_sft_args(argv)
+        recipe = recipe_from_args(values, plan_args)
+        check_plan_inputs(recipe, plan_args.stage)
+    except (ValueError, FileNotFoundError) as error:  # a mistake in the recipe, flags or paths: the message says which
+        logging.getLogger("sft").error(f"sft.py: {error}")
+        sys.exit(2)
+    results = run_plan(recipe, output_dir, stages=plan_args.stage)
     for result in results:
         final = result.losses[-1][1] if result.losses else float("nan")
         state = "done earlier" if result.skipped else f"resumed from {result.resumed_from}" if result.resumed_from \
             else "trained"
-        logging.getLogger("sft").info(f"{result.name}: {state}, {result.global_step} steps, last loss {final:.4f}, "
-                                      f"model in {result.model_dir}")
+        evaluated = f", eval loss {result.eval_losses[-1][1]:.4f}" if result.eval_losses else ""
+        where = f"model in {result.model_dir}"
+        if result.lora and not os.path.exists(os.path.join(result.model_dir, "config.json")):
+            where = (f"LoRA adapter in {result.output_dir} (a standalone checkpoint: python {sys.argv[0]} merge "
+                     f"--adapter {result.output_dir} --output_dir OUT)")
+        logging.getLogger("sft").info(f"{result.name}: {state}, {result.global_step} steps, last loss {final:.4f}"
+                                      f"{evaluated}, {where}")
 
 
 def merge(argv):
-    parser = argparse.ArgumentParser(description="Merge a LoRA stage output into a standalone checkpoint.")
-    parser.add_argument("--adapter", required=True, help="a LoRA stage folder (adapter + non-LoRA trainables)")
+    from eagle_hf.training import merge_lora
+    from eagle_hf.training.models import DTYPE_NAMES
+
+    parser = argparse.ArgumentParser(prog="sft.py merge", description=(
+        "Write a standalone checkpoint (weights, processor and its code, model card) from a LoRA stage folder."))
+    parser.add_argument("--adapter", required=True, help="a LoRA stage folder (adapter_model.safetensors and co.)")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--base", help="base checkpoint (default: the one named in adapter_config.json)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
+                        help="weights' dtype (default: auto, the base checkpoint's)")
     args = parser.parse_args(argv)
-    merge_lora(args.adapter, args.output_dir, base=args.base)
+    merge_lora(args.adapter, args.output_dir, base=args.base, dtype=args.dtype)
 
 
 def main(argv=None):

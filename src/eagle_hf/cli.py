@@ -1,4 +1,4 @@
-"""Command line: `eagle-hf demo | presets | convert | init | eval | search-experts | update-code`.
+"""Command line: `eagle-hf demo | presets | convert | init | smoke-kit | eval | search-experts | update-code`.
 
 Each subcommand's module is imported only when that subcommand runs, so `eagle-hf --help` stays fast.
 """
@@ -17,6 +17,8 @@ COMMANDS = {
                 "convert an original Eagle / LLaVA-1.5 or a transformers LLaVA checkpoint"),
     "init": ("eagle_hf.conversion.cli", "add_init_arguments", "run_init",
              "build a training run's starting checkpoint from pretrained vision experts and an LLM"),
+    "smoke-kit": ("eagle_hf.synthetic.smoke_kit", "add_smoke_kit_arguments", "run_smoke_kit",
+                  "a tiny random starting checkpoint and a few samples for a CPU smoke run of a training recipe"),
     "eval": ("eagle_hf.evaluation.cli", "add_eval_arguments", "run_eval",
              "run benchmarks on a checkpoint and summarise them"),
     "search-experts": ("eagle_hf.search.cli", "add_search_arguments", "run_search",

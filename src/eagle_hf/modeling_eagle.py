@@ -138,9 +138,11 @@ MODULE_PREFIXES = {
 
 # Written into config.json on save. transformers 5 has no AutoModelForVision2Seq (registering it raises there), yet
 # 4.57 users load with it, so that key is added by hand; the file names are the flat ones saved next to the weights.
+# AutoModelForCausalLM is what PEFT's AutoPeftModelForCausalLM loads a LoRA adapter's base with.
 AUTO_MAP = {
     "AutoConfig": "configuration_eagle.EagleConfig",
     "AutoModel": "modeling_eagle.EagleModel",
+    "AutoModelForCausalLM": "modeling_eagle.EagleForConditionalGeneration",
     "AutoModelForImageTextToText": "modeling_eagle.EagleForConditionalGeneration",
     "AutoModelForVision2Seq": "modeling_eagle.EagleForConditionalGeneration",
 }

@@ -21,6 +21,7 @@ from ..configuration_eagle import EagleConfig
 from ..modeling_eagle import AUTO_MAP, MODULE_PREFIXES, EagleForConditionalGeneration
 from ..processing_eagle import EagleProcessor
 from ..chat_templates import TEMPLATE_NAMES, load_chat_template
+from ..hub.model_card import is_hub_id
 from .convert import DTYPES, EMBEDDING, LM_HEAD, _Part, _stream, _verify
 from .convert import check_shapes, save_checkpoint_files
 from .processor import infer_chat_template
@@ -327,7 +328,7 @@ class _TiedHead:
 
 def _license(source):
     """The licence a Hub source's model card declares, or None."""
-    if not _is_hub_id(source):
+    if not is_hub_id(source):
         return None
     try:
         from huggingface_hub import ModelCard
@@ -340,7 +341,7 @@ def _license(source):
 def _write_card(folder, preset, llm, sources, template, seed):
     rows = [f"| LLM | `{llm}` | {_license(llm) or 'see the source'} |"]
     rows += [f"| {kind} | `{source}` | {_license(source) or 'see the source'} |" for kind, source in sources.items()]
-    hub_ids = [source.partition(":")[0] for source in [llm, *sources.values()] if _is_hub_id(source)]
+    hub_ids = [source.partition(":")[0] for source in [llm, *sources.values()] if is_hub_id(source)]
     header = "---\nlibrary_name: transformers\npipeline_tag: image-text-to-text\ntags:\n- eagle-hf\n"
     if hub_ids:
         header += "base_model:\n" + "".join(f"- {repo}\n" for repo in dict.fromkeys(hub_ids))
@@ -349,11 +350,6 @@ def _write_card(folder, preset, llm, sources, template, seed):
             f"to the vocabulary, and the `{template}` chat template. Train it with the recipes in "
             "`training_scripts/recipes/`.\n\n| part | source | licence |\n|---|---|---|\n" + "\n".join(rows) + "\n")
     (Path(folder) / "README.md").write_text(text)
-
-
-def _is_hub_id(source):
-    repo = source.partition(":")[0]
-    return repo.count("/") == 1 and not Path(source).expanduser().exists() and not source.startswith((".", "/", "~"))
 
 
 __all__ = ["DEFAULT_SOURCES", "PRESETS", "init_checkpoint"]

@@ -2,7 +2,6 @@
 
 The body is eagle-hf's own card (`eagle_hf.hub.render_model_card`: variant, experts and their sources and licences,
 training recipe, citation) with the source as `base_model`; a section on what the conversion changed follows it.
-Where the card templates are not at hand (a wheel install has no `model_cards/` folder), a short card stands in.
 """
 
 from pathlib import Path
@@ -19,10 +18,6 @@ KNOWN_LANGUAGE_MODELS = {
     (4096, 32, True): "meta-llama/Meta-Llama-3-8B-Instruct",
     (7168, 60, False): "NousResearch/Nous-Hermes-2-Yi-34B",
 }
-
-
-def _is_hub_id(source):
-    return source.count("/") == 1 and not Path(source).expanduser().exists()
 
 
 def known_language_model(text_config):
@@ -56,34 +51,13 @@ by `processor.apply_chat_template` gives the token ids the original models were 
 """
 
 
-def _standalone_card(source, config):
-    base = f"base_model: {source}\n" if _is_hub_id(source) else ""
-    experts = ", ".join(expert.kind for expert in config.vision_experts)
-    return f"""---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags:
-- eagle-hf
-{base}---
-
-# {Path(str(source)).name} (eagle-hf)
-
-A vision-language model with the vision experts {experts}, loading with `trust_remote_code=True` on transformers 4.57
-(`AutoModelForVision2Seq`) and 5.x (`AutoModelForImageTextToText`), with its processor from `AutoProcessor`.
-"""
-
-
 def model_card_text(source, family, config, vocabulary, chat_template, dropped):
-    section = conversion_section(source, family, config, vocabulary, chat_template, dropped)
-    try:
-        from ..hub import render_model_card
+    from ..hub.model_card import is_hub_id, render_model_card, weights_sources
 
-        card_data = {"base_model": source} if _is_hub_id(source) else None
-        card = render_model_card(config, card_data=card_data, language_model=known_language_model(config.text_config))
-        body = str(card)
-    except (FileNotFoundError, ImportError):  # no model_cards/ templates (a wheel install) or no pyyaml
-        body = _standalone_card(source, config)
-    return body.rstrip() + "\n\n" + section
+    card = render_model_card(config, base_models=[source] if is_hub_id(source) else weights_sources(source),
+                             language_model=known_language_model(config.text_config))
+    section = conversion_section(source, family, config, vocabulary, chat_template, dropped)
+    return str(card).rstrip() + "\n\n" + section
 
 
 def write_model_card(folder, **fields):

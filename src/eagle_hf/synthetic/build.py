@@ -34,6 +34,14 @@ EXPERTS = {
                 backbone_config=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, mlp_dim=96,
                                      global_attn_indexes=[1], patch_size=8, window_size=4, output_channels=16,
                                      num_pos_feats=8)),
+    # Not in the demo's mixture; `eagle-hf smoke-kit` builds Eagle-X4/X5's kinds with them.
+    "eva02": dict(kind="eva02", image_size=CANVAS,
+                  backbone_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                       num_attention_heads=2, global_attn_indexes=[1], window_size=4,
+                                       pretrain_image_size=CANVAS)),
+    "pix2struct": dict(kind="pix2struct", image_size=CANVAS, max_patches=36,
+                       backbone_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, d_ff=48,
+                                            d_kv=16, patch_size=8, seq_len=64, patch_embed_hidden_size=192)),
 }
 MIXTURE = ("clip", "convnext", "sam")
 BASELINE = ("clip",)  # LLaVA-1.5's setup: the low-resolution ViT alone

@@ -97,11 +97,15 @@ class DataReport:
 # ----- records -----
 
 
-def load_records(spec):
-    """The raw records of a `DataSpec`: a list (LLaVA JSON / JSONL, in-memory) or a `datasets.Dataset`."""
+def load_records(spec, name=None):
+    """The raw records of a `DataSpec` (the recipe's data set `name`): a list (LLaVA JSON / JSONL, in-memory) or a
+    `datasets.Dataset`."""
     if spec.records is not None:
         records = spec.records
     elif spec.json is not None:
+        if not os.path.isfile(spec.json):
+            raise FileNotFoundError(f"Data set {name or spec.json!r}: {spec.json} does not exist (relative paths are "
+                                    f"read from {os.getcwd()}).")
         with open(spec.json, encoding="utf-8") as handle:
             if spec.json.endswith(".jsonl"):
                 records = [json.loads(line) for line in handle if line.strip()]

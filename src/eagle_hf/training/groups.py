@@ -20,7 +20,10 @@ _GROUP_PREFIXES = tuple((MODULE_PREFIXES[part], group) for part, group in (
     ("fusion", "projector"), ("vision_tower", "experts"), ("projector", "projector"), ("language_model", "llm"),
     ("lm_head", "llm"),
 ))  # first match wins: the fusion sits inside the vision tower but trains with the projector
-_WRAPPER_PARTS = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod)\.")
+# PEFT's `modules_to_save` keeps the trained copy under `modules_to_save.<adapter>.` and the frozen original under
+# `original_module.`; both read as the module they wrap.
+_WRAPPER_PARTS = re.compile(
+    r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module|_orig_mod|original_module|modules_to_save\.[^.]+)\.")
 _WRAPPER_PREFIXES = ("base_model.model.", "module.")
 
 
@@ -46,6 +49,11 @@ def is_lora_parameter(name):
     return ".lora_" in name
 
 
+def is_saved_original(name):
+    """A parameter of the frozen original PEFT keeps beside a `modules_to_save` copy (the copy is what trains)."""
+    return ".original_module." in f".{name}"
+
+
 def check_groups(groups, what="train"):
     unknown = sorted(set(groups) - set(MODULE_GROUPS))
     if unknown:
@@ -58,6 +66,8 @@ def should_train(name, train_groups, lora):
     LoRA matrices train there)."""
     if is_lora_parameter(name):
         return lora and "llm" in train_groups
+    if is_saved_original(name):
+        return False
     group = group_of(name)
     return group in train_groups and not (lora and group == "llm")
 
@@ -81,6 +91,8 @@ def parameter_table(model, learning_rates=None):
     """Rows (group, tensors, parameters, trainable parameters, learning rate) per module group."""
     rows = {group: [0, 0, 0] for group in MODULE_GROUPS}
     for name, parameter in model.named_parameters():
+        if is_saved_original(name):
+            continue  # PEFT's frozen copy of a module that trains in full: the model holds it once
         row = rows[group_of(name)]
         # ZeRO-3 keeps the full size in `ds_numel`; bitsandbytes packs two 4-bit values per stored byte
         count = getattr(parameter, "ds_numel", parameter.numel()) * (2 if type(parameter).__name__ == "Params4bit"
@@ -116,5 +128,5 @@ def llm_linear_regex(model):
 
 __all__ = [
     "MODULE_GROUPS", "apply_trainability", "format_parameter_table", "group_of", "is_lora_parameter",
-    "llm_linear_regex", "parameter_table", "plain_name", "should_train",
+    "is_saved_original", "llm_linear_regex", "parameter_table", "plain_name", "should_train",
 ]

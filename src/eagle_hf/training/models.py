@@ -15,13 +15,14 @@ import os
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 from transformers.utils import logging
 
 from ..configuration_eagle import EagleConfig
 from ..modeling_eagle import MODULE_PREFIXES, EagleForConditionalGeneration
-from .groups import is_lora_parameter, llm_linear_regex, plain_name
+from .cards import write_stage_card
+from .groups import llm_linear_regex
 
 logger = logging.get_logger(__name__)
 
@@ -31,7 +32,7 @@ EXPERT_PREFIX = MODULE_PREFIXES["expert"]
 # transformers 5 anchors skip patterns at the start of the module name: bare "vision_tower" would match nothing and the
 # experts would be quantized silently.
 QLORA_SKIP_MODULES = [MODULE_PREFIXES[part].rstrip(".") for part in ("vision_tower", "projector", "lm_head")]
-NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
+LEGACY_NON_LORA_TRAINABLES = "non_lora_trainables.safetensors"
 
 
 class CheckpointTensors:
@@ -81,9 +82,10 @@ def single_expert_config(config, index):
     return EagleConfig(**values)
 
 
-def build_model_from_sources(config, lookup, dtype=None, seed=0):
+def build_model_from_sources(config, lookup, dtype=None, seed=0, origin=None):
     """A new model whose tensors come from `lookup(name) -> tensor`, except the projector and any fusion parameters,
-    which are freshly initialised (from `seed`). A tensor `lookup` cannot give raises, naming it."""
+    which are freshly initialised (from `seed`). A tensor `lookup` cannot give raises, naming it. `origin` (the
+    checkpoint the weights come from) becomes the model's `name_or_path`, so its card can name their sources."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
     if is_deepspeed_zero3_enabled():
@@ -108,6 +110,8 @@ def build_model_from_sources(config, lookup, dtype=None, seed=0):
     if missing or shapes:
         raise ValueError(f"Cannot build the stage model: {len(missing)} tensor(s) missing from the sources "
                          f"(e.g. {missing[:3]}), {len(shapes)} of another shape (e.g. {shapes[:3]}).")
+    if isinstance(origin, (str, os.PathLike)):
+        model.name_or_path = model.config._name_or_path = str(origin)
     return model
 
 
@@ -121,7 +125,7 @@ def build_prealign_model(source, index, dtype=None, seed=0):
         key = EXPERT_PREFIX.format(index) + name[len(own):] if name.startswith(own) else name
         return tensors[key] if key in tensors else None
 
-    return build_model_from_sources(config, lookup, dtype, seed)
+    return build_model_from_sources(config, lookup, dtype, seed, origin=source)
 
 
 def build_align_model(base, prealigned, dtype=None, seed=0):
@@ -148,7 +152,7 @@ def build_align_model(base, prealigned, dtype=None, seed=0):
                 return tensors[key] if key in tensors else None
         return base_tensors[name] if name in base_tensors else None
 
-    return build_model_from_sources(config, lookup, dtype, seed)
+    return build_model_from_sources(config, lookup, dtype, seed, origin=base)
 
 
 def load_model(path, dtype=None, qlora=False, device_map=None, attn_implementation=None):
@@ -190,87 +194,98 @@ def _keep_4bit_trainable_on_cpu(model):
             module.support_avx512bf16_for_cpu = False
 
 
-def add_lora(model, settings):
-    """Wrap `model` with LoRA adapters on the LLM's linear layers only (never the experts, the projector or lm_head)."""
+def saved_modules(model, train_groups):
+    """The modules that train in full beside LoRA (PEFT's `modules_to_save`): the projector (and a fusion with
+    parameters) when the projector group trains, each expert when the experts train."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = []
+    if "projector" in train_groups:
+        names.append(MODULE_PREFIXES["projector"].rstrip("."))
+        fusion = MODULE_PREFIXES["fusion"].rstrip(".")
+        if any(True for _ in base.get_submodule(fusion).parameters()):
+            names.append(fusion)
+    if "experts" in train_groups:
+        names += [EXPERT_PREFIX.format(index).rstrip(".") for index in range(len(base.config.vision_experts))]
+    return names
+
+
+def add_lora(model, settings, train_groups=("projector", "llm")):
+    """Wrap `model` with LoRA adapters on the LLM's linear layers only (never the experts, the projector or lm_head);
+    the other trained groups train in full as PEFT's `modules_to_save`, so the adapter folder holds everything the
+    stage changed and `PeftModel.from_pretrained` / `AutoPeftModelForCausalLM` rebuild the trained model."""
     from peft import LoraConfig, get_peft_model
 
     settings = {key: value for key, value in settings.items() if key != "learning_rate"}  # the optimizer's, not PEFT's
     for forbidden in ("target_modules", "modules_to_save", "task_type"):
         if forbidden in settings:
             raise ValueError(f"`lora.{forbidden}` is fixed by the stage (LoRA targets the LLM's linear layers; the "
-                             "other trained groups train in full and are saved beside the adapter).")
-    config = LoraConfig(target_modules=llm_linear_regex(model), task_type="CAUSAL_LM", **settings)
+                             "other trained groups train in full as `modules_to_save`).")
+    config = LoraConfig(target_modules=llm_linear_regex(model), modules_to_save=saved_modules(model, train_groups),
+                        task_type="CAUSAL_LM", **settings)
     return get_peft_model(model, config)
 
 
-def non_lora_trainables(model, state_dict=None):
-    """{plain name: tensor} of the trainable parameters that are not LoRA matrices (projector, experts), read from
-    `state_dict` when given (a gathered one, under DeepSpeed ZeRO-3)."""
-    tensors = {}
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad and not is_lora_parameter(name):
-            tensor = state_dict[name] if state_dict is not None and name in state_dict else parameter
-            tensors[plain_name(name)] = tensor.detach().to("cpu").contiguous()
-    return tensors
-
-
-def save_non_lora_trainables(model, directory, state_dict=None):
-    tensors = non_lora_trainables(model, state_dict)
-    if tensors:
-        save_file(tensors, os.path.join(directory, NON_LORA_TRAINABLES))
-    return len(tensors)
-
-
-def load_non_lora_trainables(model, directory):
-    """Load `non_lora_trainables.safetensors` from `directory` into `model` (a PEFT or plain model); strict by name."""
-    path = os.path.join(directory, NON_LORA_TRAINABLES)
+def _load_legacy_trainables(model, directory):
+    """Adapters of earlier eagle-hf versions kept the fully trained modules in `non_lora_trainables.safetensors`,
+    which PEFT does not read: load them into the base model (by plain name, strictly)."""
+    path = os.path.join(directory, LEGACY_NON_LORA_TRAINABLES)
     if not os.path.exists(path):
-        return 0
+        return
     tensors = load_file(path)
-    parameters = {plain_name(name): parameter for name, parameter in model.named_parameters()
-                  if not is_lora_parameter(name)}
+    parameters = dict(model.named_parameters())
     unknown = sorted(set(tensors) - set(parameters))
     if unknown:
         raise ValueError(f"{path} holds tensors the model lacks, e.g. {unknown[:3]}.")
     with torch.no_grad():
         for name, tensor in tensors.items():
             parameters[name].copy_(tensor)
-    return len(tensors)
+    logger.warning(f"{path}: loaded the fully trained modules from the pre-`modules_to_save` file.")
 
 
-def merge_lora(adapter_dir, output_dir, base=None, dtype=torch.bfloat16):
-    """Write a standalone checkpoint from a LoRA stage output: the base model, its non-LoRA trainables, the LoRA
-    deltas merged in, and the processor files. It loads with the Auto classes like any other checkpoint."""
+def merge_lora(adapter_dir, output_dir, base=None, dtype="auto"):
+    """Write a standalone checkpoint from a LoRA stage output: the base model with the LoRA deltas merged in and the
+    trained copies of the `modules_to_save`, the processor (files and code), and a model card. It loads with the Auto
+    classes like any other checkpoint.
+
+    Args:
+        adapter_dir: the stage folder (adapter_model.safetensors, adapter_config.json, processor files).
+        output_dir: the new checkpoint's folder.
+        base: the base checkpoint (default: the one adapter_config.json names).
+        dtype: the weights' dtype: "auto" (the base checkpoint's), or a torch dtype or its name.
+    """
     from peft import PeftModel
+
+    from .plan import load_processor
 
     with open(os.path.join(adapter_dir, "adapter_config.json"), encoding="utf-8") as handle:
         adapter_config = json.load(handle)
     base = base or adapter_config.get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{adapter_dir}/adapter_config.json names no base model; pass `base`.")
+    dtype = parse_dtype(dtype)
     model = EagleForConditionalGeneration.from_pretrained(base, dtype=dtype)
-    load_non_lora_trainables(model, adapter_dir)
+    _load_legacy_trainables(model, adapter_dir)
     model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     model.save_pretrained(output_dir)
-    _copy_processor_files(adapter_dir, output_dir)
+    load_processor(adapter_dir).save_pretrained(output_dir)
+    write_stage_card(output_dir, model.config, base, merged_adapter=adapter_dir)
+    logger.info(f"merged {adapter_dir} into {base} as {model.dtype}: {output_dir}")
     return output_dir
 
 
-PROCESSOR_FILES = (
-    "processor_config.json", "preprocessor_config.json", "chat_template.jinja", "chat_template.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
-)
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _copy_processor_files(source, target):
-    import shutil
-
-    for name in PROCESSOR_FILES:
-        if os.path.isfile(os.path.join(source, name)):
-            shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+def parse_dtype(dtype):
+    """"auto", a torch dtype, or one of their names -> what `from_pretrained(dtype=...)` takes; anything else raises."""
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype in DTYPE_NAMES:
+        return getattr(torch, dtype)
+    raise ValueError(f"dtype must be one of {list(DTYPE_NAMES)} or a torch dtype, got {dtype!r}.")
 
 
 __all__ = [
     "CheckpointTensors", "QLORA_SKIP_MODULES", "add_lora", "build_align_model", "build_prealign_model",
-    "load_model", "load_non_lora_trainables", "merge_lora", "save_non_lora_trainables", "single_expert_config",
+    "load_model", "merge_lora", "parse_dtype", "saved_modules", "single_expert_config",
 ]

@@ -17,7 +17,7 @@ import datasets
 import torch
 import torch.distributed as dist
 from accelerate import PartialState
-from transformers import ProcessorMixin
+from transformers import ProcessorMixin, set_seed
 from transformers.utils import logging
 from trl import SFTConfig
 
@@ -32,12 +32,7 @@ from .trainer import StageCheckCallback, StageTrainer
 logger = logging.get_logger(__name__)
 
 RESULT_FILE = "stage_result.json"
-_DERIVED_TRAINER_FIELDS = {
-    "per_device_train_batch_size": "per_device_batch_size (stage or recipe)",
-    "gradient_accumulation_steps": "global_batch_size (stage)",
-    "learning_rate": "learning_rate / group_learning_rates (stage)",
-    "output_dir": "the plan's output directory",
-}
+_DERIVED_TRAINER_FIELDS = {"output_dir": "the plan's output directory"}
 
 
 @dataclass
@@ -61,6 +56,11 @@ class StageResult:
     def losses(self):
         """[(step, training loss)] as logged by the trainer."""
         return [(entry["step"], entry["loss"]) for entry in self.log_history if "loss" in entry]
+
+    @property
+    def eval_losses(self):
+        """[(step, evaluation loss)] as logged by the trainer (empty without an eval set)."""
+        return [(entry["step"], entry["eval_loss"]) for entry in self.log_history if "eval_loss" in entry]
 
     @property
     def model_dir(self):
@@ -115,8 +115,12 @@ def check_training_transformers(version=None):
                            f"work from 4.57); install it with `pip install 'eagle-hf[train]'`.")
 
 
-def make_training_args(recipe, stage, stage_dir):
-    """The stage's `SFTConfig`: stage fields, then the recipe's `trainer` settings, then the stage's `trainer`."""
+def make_training_args(recipe, stage, stage_dir, has_eval=False):
+    """The stage's `SFTConfig`: stage fields, then the recipe's `trainer` settings, then the stage's `trainer`.
+
+    `gradient_accumulation_steps`, when given, replaces the accumulation derived from the global batch. Settings this
+    machine cannot run are switched off with a logged reason (tf32 and fp16 without a CUDA GPU). With an eval set and
+    no `eval_strategy`, the stage evaluates at the end of each epoch; an `eval_strategy` without one is refused."""
     check_training_transformers()
     for settings in (recipe.trainer, stage.trainer):
         for key, instead in _DERIVED_TRAINER_FIELDS.items():
@@ -124,10 +128,17 @@ def make_training_args(recipe, stage, stage_dir):
                 raise ValueError(f"`trainer.{key}` is derived; set {instead} instead.")
     per_device = stage.per_device_batch_size or recipe.per_device_batch_size
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    accumulation, remainder = divmod(stage.global_batch_size, per_device * world_size)
-    if remainder or accumulation == 0:
-        raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch_size} is not a multiple of "
-                         f"{per_device} per device x {world_size} process(es).")
+    given = {**recipe.trainer, **stage.trainer}
+    if "gradient_accumulation_steps" in given:
+        accumulation = int(given["gradient_accumulation_steps"])
+        logger.info(f"stage {stage.name}: gradient_accumulation_steps={accumulation} given: global batch "
+                    f"{per_device * world_size * accumulation} (the stage's global_batch_size "
+                    f"{stage.global_batch_size} is not used)")
+    else:
+        accumulation, remainder = divmod(stage.global_batch_size, per_device * world_size)
+        if remainder or accumulation == 0:
+            raise ValueError(f"Stage {stage.name}: global batch {stage.global_batch_size} is not a multiple of "
+                             f"{per_device} per device x {world_size} process(es).")
     on_gpu = torch.cuda.is_available()
     values = dict(
         output_dir=stage_dir, per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
@@ -141,11 +152,31 @@ def make_training_args(recipe, stage, stage_dir):
         # Text-only batches and frozen experts leave parameters without gradients.
         ddp_find_unused_parameters=True,
     )
-    values.update(recipe.trainer)
-    values.update(stage.trainer)
+    values.update(given)
+    values["gradient_accumulation_steps"] = accumulation
+    if not on_gpu:
+        _fit_to_cpu(values, stage.name)
+    strategy = str(getattr(values.get("eval_strategy"), "value", values.get("eval_strategy") or "no"))
+    if has_eval and "eval_strategy" not in given:
+        values["eval_strategy"] = "epoch"
+    elif strategy != "no" and not has_eval:
+        raise ValueError(f"Stage {stage.name}: `eval_strategy: {strategy}` needs an eval set; give the stage "
+                         "`eval_fraction` (a held-out share of its data) or `eval_data` (a data set of the recipe).")
     if "gradient_checkpointing" in values and "activation_checkpointing" in SFTConfig.__dataclass_fields__:
         values["activation_checkpointing"] = values.pop("gradient_checkpointing")  # the v5 name, without a warning
     return SFTConfig(**values)
+
+
+def _fit_to_cpu(values, stage_name):
+    """Switch off what only a CUDA GPU runs (recipes ask for tf32 and bf16 for the GPUs they were written for)."""
+    for key, off in (("tf32", None), ("fp16", False)):
+        if values.get(key):
+            logger.warning(f"stage {stage_name}: `{key}: true` needs a CUDA GPU and none is available; running without "
+                           f"it (pass --cpu to sft.py to run a recipe on CPU in float32).")
+            values[key] = off
+    if values.get("use_cpu") is False:
+        values["use_cpu"] = True
+    values["dataloader_pin_memory"] = False
 
 
 def _tokenize_chunks(stage, processor) -> bool:
@@ -163,10 +194,11 @@ def stage_processor(processor, stage):
     return processor
 
 
-def stage_data(recipe, stage, processor, config, records=None):
-    """(index dataset, collator, records) of a stage."""
-    spec = recipe.data[stage.data]
-    records = load_records(spec) if records is None else records
+def stage_data(recipe, stage, processor, config, records=None, data=None):
+    """(index dataset, collator, records) of a stage's data set (or of the recipe's data set `data`)."""
+    data = data or stage.data
+    spec = recipe.data[data]
+    records = load_records(spec, data) if records is None else records
     num_image_tokens = config.image_seq_length
     if getattr(processor, "num_image_tokens", num_image_tokens) != num_image_tokens:
         raise ValueError(f"The processor expands <image> into {processor.num_image_tokens} tokens but the model "
@@ -184,6 +216,35 @@ def stage_data(recipe, stage, processor, config, records=None):
     collator = EagleDataCollator(records, encoder, processor.image_processor, tokenizer.pad_token_id,
                                  image_folder=spec.image_folder)
     return index, collator, records
+
+
+class _TrainOrEvalCollator:
+    """The eval set's own collator for rows marked `eval` (an eval data set with its own records and image folder),
+    the stage's for the others."""
+
+    def __init__(self, train, evaluation):
+        self.train, self.evaluation = train, evaluation
+
+    def __call__(self, rows):
+        return (self.evaluation if rows and rows[0].get("eval") else self.train)(rows)
+
+
+def eval_split(recipe, stage, processor, config, index, collator, records_by_name):
+    """(train index, eval index or None, collator): a held-out `eval_fraction` of the stage's rows (seeded by the
+    recipe's seed), or the rows of the data set `eval_data` with a collator that reads them from their own folder."""
+    if stage.eval_fraction is not None:
+        count = max(1, round(stage.eval_fraction * len(index)))
+        if count >= len(index):
+            raise ValueError(f"Stage {stage.name}: eval_fraction {stage.eval_fraction} of {len(index)} sample(s) "
+                             "leaves nothing to train on.")
+        order = torch.randperm(len(index), generator=torch.Generator().manual_seed(recipe.seed)).tolist()
+        return index.select(sorted(order[count:])), index.select(sorted(order[:count])), collator
+    if stage.eval_data is not None:
+        eval_index, eval_collator, _ = stage_data(recipe, stage, processor, config,
+                                                  records_by_name.get(stage.eval_data), data=stage.eval_data)
+        eval_index = eval_index.add_column("eval", [1] * len(eval_index))
+        return index, eval_index, _TrainOrEvalCollator(collator, eval_collator)
+    return index, None, collator
 
 
 def _safe_length(record, num_image_tokens):
@@ -219,11 +280,12 @@ def _gather_reports(report):
 
 
 def run_stage(recipe, stage, stage_dir, model, processor, records=None, callbacks=(), title=None,
-              feature_cache_dir=None):
+              feature_cache_dir=None, records_by_name=None):
     """Train `model` (the stage's model, or a function building it) for one stage; resume from the stage's last
     complete checkpoint.
 
-    Returns the `StageResult`; a stage whose `stage_result.json` exists is not run again.
+    Returns the `StageResult`; a stage whose `stage_result.json` exists is not run again. `records_by_name` gives
+    in-memory records of the recipe's other data sets (the stage's eval set).
     """
     finished = StageResult.read(stage_dir)
     if finished is not None:
@@ -231,10 +293,12 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
     title = title or stage.name
     resume = last_complete_checkpoint(stage_dir)
     # The arguments first: under DeepSpeed ZeRO-3 they make `from_pretrained` load the weights sharded.
-    args = make_training_args(recipe, stage, stage_dir)
+    has_eval = stage.eval_fraction is not None or stage.eval_data is not None
+    args = make_training_args(recipe, stage, stage_dir, has_eval=has_eval)
     model = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
     if stage.lora:
-        model = add_lora(model, recipe.lora)
+        set_seed(recipe.seed)  # LoRA's A matrices start random: the same start on every run of the recipe
+        model = add_lora(model, recipe.lora, stage.train)
         if "learning_rate" in recipe.lora and "llm" not in stage.group_learning_rates:
             rates = {**stage.group_learning_rates, "llm": float(recipe.lora["learning_rate"])}
             stage = dataclasses.replace(stage, group_learning_rates=rates)
@@ -249,9 +313,12 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
                              "with the projector); set `feature_cache: false`.")
         cache_dir = feature_cache_dir or os.path.join(os.path.dirname(os.path.abspath(stage_dir)), "feature_cache")
         _fill_feature_cache(cache_dir, model, processor, collator, records, args)  # the collator reads it
+    # After the cache: an eval data set's own collator reads images (the cache holds the stage's data set only).
+    index, eval_index, collator = eval_split(recipe, stage, processor, model.config, index, collator,
+                                             records_by_name or {})
     check = StageCheckCallback(stage, stage.lora, title)
     trainer = StageTrainer(
-        model=model, args=args, train_dataset=index, data_collator=collator, stage=stage,
+        model=model, args=args, train_dataset=index, eval_dataset=eval_index, data_collator=collator, stage=stage,
         processing_class=processor if isinstance(processor, ProcessorMixin) else processor.tokenizer,
         callbacks=[check, *callbacks],
     )
@@ -259,12 +326,16 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
         logger.info(f"stage {title}: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(stage_dir)
-    report = _gather_reports(trainer.data_report)
+    trainer.create_model_card()
+    report, eval_report = _gather_reports(trainer.data_report), _gather_reports(trainer.eval_report)
     result = StageResult(name=title, output_dir=stage_dir, log_history=trainer.state.log_history,
                          data_report=report.to_dict(), parameter_table=check.table,
                          global_step=trainer.state.global_step, lora=stage.lora, resumed_from=resume)
     if _is_main_process():
         (logger.warning if report.skipped else logger.info)(f"stage {title}: data: {report.summary()}")
+        if result.eval_losses:
+            logger.info(f"stage {title}: eval loss {result.eval_losses[-1][1]:.4f} at step {result.eval_losses[-1][0]}"
+                        f" ({eval_report.summary()})")
         with open(os.path.join(stage_dir, RESULT_FILE), "w", encoding="utf-8") as handle:
             json.dump(result.to_dict(), handle, indent=1)
     _barrier()
@@ -297,21 +368,43 @@ def _model_dtype(recipe):
     return dtype
 
 
+def check_plan_inputs(recipe, stages=None, model=None, records=None):
+    """Before any model is built: the starting checkpoint and the data files of the stages to run exist, and the
+    stages named are in the plan. Raises `ValueError` / `FileNotFoundError` naming what is missing."""
+    from ..hub.model_card import is_hub_id
+
+    requested = list(stages or recipe.plan)
+    unknown = [name for name in requested if name not in recipe.plan]
+    if unknown:
+        raise ValueError(f"Stage(s) {unknown} are not in the plan {recipe.plan}.")
+    source = model if model is not None else recipe.model.get("init")
+    if source is None:
+        raise ValueError("No starting model: pass `model=` (sft.py: --init) or set `model.init` in the recipe.")
+    if isinstance(source, (str, os.PathLike)) and not os.path.isdir(source) and not is_hub_id(source):
+        raise FileNotFoundError(f"The starting checkpoint {source} does not exist (relative paths are read from "
+                                f"{os.getcwd()}); build one with `eagle-hf init` or pass --init / model.init.")
+    names = {recipe.stage(name).data for name in requested} | {
+        recipe.stage(name).eval_data for name in requested if recipe.stage(name).eval_data}
+    for name in sorted(names - set(records or {})):
+        spec = recipe.data[name]
+        for what, path, exists in (("json", spec.json, os.path.isfile), ("image_folder", spec.image_folder,
+                                                                         os.path.isdir)):
+            if path is not None and not exists(path):
+                raise FileNotFoundError(f"Data set {name!r}: its {what} {path} does not exist (relative paths are "
+                                        f"read from {os.getcwd()}).")
+
+
 class _PlanRunner:
     """Walks a recipe's plan, building each stage's model from the previous output (see `run_plan`)."""
 
     def __init__(self, recipe, output_dir, model, processor, stages, callbacks, records):
         self.recipe, self.output_dir = recipe, output_dir
+        check_plan_inputs(recipe, stages, model, records)
         self.source = model if model is not None else recipe.model.get("init")
-        if self.source is None:
-            raise ValueError("No starting model: pass `model=` or set `model.init` in the recipe.")
         if processor is None:
             processor = load_processor(recipe.processor or self.source)
         self.processor = processor
         self.requested = set(stages or recipe.plan)
-        unknown = sorted(self.requested - set(recipe.plan))
-        if unknown:
-            raise ValueError(f"Stage(s) {unknown} are not in the plan {recipe.plan}.")
         self.callbacks, self.records = list(callbacks), dict(records or {})
         self.dtype = _model_dtype(recipe)
         self.prealigned = None
@@ -332,7 +425,7 @@ class _PlanRunner:
             if not run:
                 raise ValueError(f"Stage {title or stage.name} has not finished in {stage_dir}; run it first.")
             result = run_stage(self.recipe, stage, stage_dir, build, self.processor, self.records.get(stage.data),
-                               self.callbacks, title, self.recipe.feature_cache_dir)
+                               self.callbacks, title, self.recipe.feature_cache_dir, self.records)
         self.results.append(result)
         return result
 
@@ -404,4 +497,5 @@ def run_plan(recipe, output_dir, model=None, processor=None, stages=None, callba
     return _PlanRunner(recipe, output_dir, model, processor, stages, callbacks, records).run()
 
 
-__all__ = ["StageResult", "last_complete_checkpoint", "make_training_args", "run_plan", "run_stage"]
+__all__ = ["StageResult", "check_plan_inputs", "last_complete_checkpoint", "make_training_args", "run_plan",
+           "run_stage"]

@@ -7,7 +7,9 @@ starting model, the data sets, the trainer settings shared by every stage, and t
 
 import copy
 import dataclasses
+import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -43,6 +45,9 @@ class Stage:
         group_by_modality_length: batch image and text-only samples apart, and samples of similar length together.
         feature_cache: compute the frozen experts' fused features once and reuse them (only when experts are frozen).
         lora / qlora: train the LLM through LoRA adapters (QLoRA: on a 4-bit NF4 LLM).
+        eval_data / eval_fraction: evaluation during training, on a data set of the recipe or on a held-out fraction
+            of the stage's own data (seeded by the recipe's seed); the eval loss is logged as `eval_loss`. With either
+            and no `eval_strategy`, the stage evaluates at the end of each epoch (and of training).
         trainer: further `SFTConfig` fields for this stage only.
     """
 
@@ -66,6 +71,8 @@ class Stage:
     feature_cache: bool = False
     lora: bool = False
     qlora: bool = False
+    eval_data: Optional[str] = None
+    eval_fraction: Optional[float] = None
     trainer: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -88,6 +95,14 @@ class Stage:
                              "LoRA adapts only the LLM.")
         if self.build == "prealign" and "llm" in self.train:
             raise ValueError(f"Stage {self.name!r}: pre-alignment keeps the LLM frozen; remove `llm` from `train`.")
+        if self.eval_fraction is not None:
+            if isinstance(self.eval_fraction, bool) or not isinstance(self.eval_fraction, (int, float)) or not (
+                    0 < self.eval_fraction < 1):
+                raise ValueError(f"Stage {self.name!r}: `eval_fraction` must be a number between 0 and 1 (exclusive), "
+                                 f"got {self.eval_fraction!r}.")
+            if self.eval_data is not None:
+                raise ValueError(f"Stage {self.name!r} sets both `eval_data` ({self.eval_data!r}) and `eval_fraction` "
+                                 f"({self.eval_fraction}); evaluate on one of them.")
         self.learning_rate = float(self.learning_rate)
         self.group_learning_rates = {group: float(lr) for group, lr in self.group_learning_rates.items()}
 
@@ -164,7 +179,7 @@ class Recipe:
     processor: Optional[str] = None
     trainer: dict = field(default_factory=dict)
     # LLaVA-1.5's finetune_lora.sh: r 128, alpha 256, the LoRA matrices at 2e-4 (the projector keeps the stage's rate).
-    lora: dict = field(default_factory=lambda: dict(r=128, lora_alpha=256, lora_dropout=0.05, learning_rate=2e-4))
+    lora: dict = field(default_factory=lambda: dict(DEFAULT_LORA))
     per_device_batch_size: int = 4
     seed: int = 42
     feature_cache_dir: Optional[str] = None
@@ -175,9 +190,10 @@ class Recipe:
             raise ValueError(f"The plan names stage(s) {missing} that `stages` does not define "
                              f"(defined: {sorted(self.stages)}).")
         for stage in self.stages.values():
-            if stage.data not in self.data:
-                raise ValueError(f"Stage {stage.name!r} reads data set {stage.data!r}, which `data` does not define "
-                                 f"(defined: {sorted(self.data)}).")
+            for what, name in (("reads data set", stage.data), ("evaluates on data set", stage.eval_data)):
+                if name is not None and name not in self.data:
+                    raise ValueError(f"Stage {stage.name!r} {what} {name!r}, which `data` does not define "
+                                     f"(defined: {sorted(self.data)}).")
 
     def stage(self, name):
         if name not in self.stages:
@@ -185,28 +201,122 @@ class Recipe:
         return self.stages[name]
 
 
-def recipe_from_dict(values, base_dir=None):
-    """A `Recipe` from plain data (the parsed YAML). Relative paths are read from `base_dir`."""
-    values = copy.deepcopy(values)
-    known = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(values) - known)
+# SFTConfig fields that are a stage's own settings: at a recipe's top level (or its `trainer`) they are every stage's
+# default, in a stage's `trainer` they are that stage's; a stage's own field wins over the recipe-wide value.
+STAGE_TRAINER_FIELDS = {
+    "learning_rate": "learning_rate", "num_train_epochs": "num_train_epochs", "max_steps": "max_steps",
+    "lr_scheduler_type": "lr_scheduler_type", "warmup_ratio": "warmup_ratio", "weight_decay": "weight_decay",
+    "max_length": "max_length", "per_device_train_batch_size": "per_device_batch_size",
+}
+MODEL_KEYS = ("init", "dtype", "attn_implementation")
+_SAME_SETTING = {"per_device_batch_size": "per_device_train_batch_size",
+                 "per_device_train_batch_size": "per_device_batch_size"}
+DEFAULT_LORA = dict(r=128, lora_alpha=256, lora_dropout=0.05, learning_rate=2e-4)
+
+
+def trainer_field_names():
+    """The names of `trl.SFTConfig`'s fields (the trainer settings a recipe may hold)."""
+    from trl import SFTConfig
+
+    return {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+def _check_keys(given, allowed, where):
+    unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f"Unknown recipe field(s) {unknown}; the fields are {sorted(known)}.")
+        close = {key: difflib.get_close_matches(key, list(allowed), n=1) for key in unknown}
+        hints = "".join(f" (did you mean `{match[0]}`?)" for key, match in close.items() if match)
+        raise ValueError(f"{where}: unknown key(s) {unknown}{hints}; the allowed keys are {sorted(allowed)}.")
+
+
+def _split_trainer(settings, where, trainer_fields):
+    """(stage fields, plain SFTConfig fields) of a `trainer` mapping (or a recipe's top-level trainer fields)."""
+    settings = dict(settings or {})
+    _check_keys(settings, trainer_fields, f"{where} (SFTConfig fields)")
+    if "output_dir" in settings:
+        raise ValueError(f"{where}: `output_dir` is the plan's output directory (`--output_dir` of sft.py, "
+                         "`run_plan(recipe, output_dir)`); each stage writes into `<output_dir>/<stage>`.")
+    stage_fields = {STAGE_TRAINER_FIELDS[key]: settings.pop(key) for key in list(settings)
+                    if key in STAGE_TRAINER_FIELDS}
+    return stage_fields, settings
+
+
+def recipe_from_dict(values, base_dir=None):
+    """A `Recipe` from plain data (the parsed YAML). Relative paths are read from `base_dir`.
+
+    Besides the `Recipe` fields, the top level may hold any `SFTConfig` field (shared by every stage; the older
+    spelling puts them under `trainer:`). A stage's settings (`learning_rate`, `max_steps`, ...) given there are every
+    stage's default, below the stage's own value; `lora` merges into the default LoRA settings."""
+    values = copy.deepcopy(values)
+    if not isinstance(values, dict):
+        raise ValueError(f"A recipe is a mapping of its fields, got {type(values).__name__}.")
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    trainer_fields = trainer_field_names()
+    _check_keys(values, known | trainer_fields, "recipe")
     for required in ("name", "plan", "data"):
         if required not in values:
             raise ValueError(f"The recipe has no `{required}`.")
+    top = {key: values.pop(key) for key in list(values) if key not in known}
+    trainer = dict(values.pop("trainer", None) or {})
+    both = sorted(set(top) & set(trainer))
+    if both:
+        raise ValueError(f"The recipe sets {both} both at its top level and under `trainer`; keep one.")
+    stage_defaults, values["trainer"] = _split_trainer({**trainer, **top}, "recipe trainer settings", trainer_fields)
+    if "per_device_batch_size" in stage_defaults:
+        if "per_device_batch_size" in values:
+            raise ValueError("The recipe sets both `per_device_batch_size` and `per_device_train_batch_size`; keep "
+                             "one.")
+        values["per_device_batch_size"] = stage_defaults.pop("per_device_batch_size")
+    lora = values.get("lora") or {}
+    _check_keys(lora, _lora_keys(), "recipe `lora`")
+    values["lora"] = {**DEFAULT_LORA, **lora}
+    _check_keys(values.get("model") or {}, MODEL_KEYS, "recipe `model`")
     stages = values.pop("stages", None) or {}
     plan = list(values.pop("plan"))
+    for name, fields in stages.items():  # a stage the plan cannot run and no preset names is a misspelt one
+        if name not in plan and name not in STAGE_PRESETS and "preset" not in (fields or {}):
+            close = difflib.get_close_matches(name, plan, n=1)
+            raise ValueError(f"`stages.{name}` is not in the plan {plan} and names no preset"
+                             + (f" (did you mean `{close[0]}`?)" if close else "")
+                             + f"; the presets are {sorted(STAGE_PRESETS)}.")
     for name in plan:  # a plan may name a preset it does not redefine
         stages.setdefault(name, {})
-    values["stages"] = {name: make_stage(name, **(fields or {})) for name, fields in stages.items()}
-    values["data"] = {name: _data_spec(spec, base_dir) for name, spec in values["data"].items()}
+    values["stages"] = {name: _stage_from_fields(name, fields, stage_defaults, trainer_fields)
+                        for name, fields in stages.items()}
+    values["data"] = {name: _data_spec(spec, base_dir, name) for name, spec in values["data"].items()}
     return Recipe(plan=plan, **values)
 
 
-def _data_spec(spec, base_dir):
+def _stage_from_fields(name, fields, defaults, trainer_fields):
+    """A stage from its YAML entry: `Stage` fields, and `SFTConfig` fields directly or under `trainer`."""
+    fields = dict(fields or {})
+    stage_fields = {f.name for f in dataclasses.fields(Stage)} | {"preset"}
+    _check_keys(fields, stage_fields | trainer_fields, f"stages.{name} (Stage and SFTConfig fields)")
+    direct = {key: fields.pop(key) for key in list(fields) if key not in stage_fields}
+    trainer = dict(fields.get("trainer") or {})
+    both = sorted(set(direct) & set(trainer))
+    if both:
+        raise ValueError(f"Stage {name!r} sets {both} both directly and under `trainer`; keep one.")
+    own, fields["trainer"] = _split_trainer({**trainer, **direct}, f"stages.{name}", trainer_fields)
+    both = sorted(set(own) & set(fields))
+    if both:
+        raise ValueError(f"Stage {name!r} sets {both} both as its own field and under `trainer`; keep one.")
+    return make_stage(name, **{**defaults, **own, **fields})
+
+
+def _lora_keys():
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig)} | {"learning_rate"}
+
+
+def _data_spec(spec, base_dir, name="?"):
     if isinstance(spec, DataSpec):
         return spec
+    if not isinstance(spec, dict):
+        raise ValueError(f"Data set {name!r} must be a mapping (json / hf_dataset / records, image_folder...), got "
+                         f"{spec!r}.")
+    _check_keys(spec, [f.name for f in dataclasses.fields(DataSpec)], f"data set {name!r}")
     spec = dict(spec)
     for key in ("json", "image_folder"):
         if isinstance(spec.get(key), str) and base_dir is not None:
@@ -214,30 +324,69 @@ def _data_spec(spec, base_dir):
     return DataSpec(**spec)
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML as recipes mean it: only true/false are booleans (YAML 1.1 reads `save_strategy: no` as False) and `1e-3`
+    is a number (YAML 1.1 reads it as a string)."""
+
+
+_REPLACED_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text_or_path, is_path=True):
+    """A recipe file (or text) parsed with `RecipeLoader`; a syntax error names the file and line."""
+    where = text_or_path if is_path else "value"
+    try:
+        if is_path:
+            with open(text_or_path, encoding="utf-8") as handle:
+                return yaml.load(handle, Loader=RecipeLoader)
+        return yaml.load(text_or_path, Loader=RecipeLoader)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{where} is not valid YAML: {error}") from None
+
+
 def apply_overrides(values, overrides):
-    """Apply `key.sub=value` strings (values parsed as YAML) to nested recipe data, in order."""
+    """Apply `key.sub=value` strings (values parsed as YAML) to nested recipe data, in order. A recipe-wide trainer
+    setting is one key whether written `save_steps=...` or `trainer.save_steps=...`."""
     values = copy.deepcopy(values)
     for override in overrides or ():
         if "=" not in override:
             raise ValueError(f"Override {override!r} must look like `key.sub=value`.")
         path, text = override.split("=", 1)
         keys = path.strip().split(".")
+        if keys[0] == "trainer" and len(keys) == 2:
+            keys = keys[1:]  # the older spelling of a recipe-wide trainer setting
+        if len(keys) == 1:  # one setting, whichever spelling the recipe used
+            spellings = [keys[0], *([_SAME_SETTING[keys[0]]] if keys[0] in _SAME_SETTING else [])]
+            for spelling in spellings[1:]:
+                values.pop(spelling, None)
+            if isinstance(values.get("trainer"), dict):
+                for spelling in spellings:
+                    values["trainer"].pop(spelling, None)
         node = values
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ValueError(f"Override {override!r}: `{key}` is not a mapping.")
-        node[keys[-1]] = yaml.safe_load(text)
+        node[keys[-1]] = read_yaml(text, is_path=False)
     return values
 
 
 def load_recipe(path, overrides=()):
     """Read a YAML recipe, apply `overrides`, and build the `Recipe`. Relative data paths are taken from the current
     directory (where `accelerate launch` runs), as the recipes in the repository expect."""
-    with open(path, encoding="utf-8") as handle:
-        values = yaml.safe_load(handle)
-    return recipe_from_dict(apply_overrides(values, overrides))
+    return recipe_from_dict(apply_overrides(read_yaml(path), overrides))
 
 
-__all__ = ["DataSpec", "Recipe", "STAGE_PRESETS", "Stage", "apply_overrides", "load_recipe", "make_stage",
-           "recipe_from_dict"]
+__all__ = ["DataSpec", "Recipe", "RecipeLoader", "STAGE_PRESETS", "STAGE_TRAINER_FIELDS", "Stage", "apply_overrides",
+           "load_recipe", "make_stage", "read_yaml", "recipe_from_dict", "trainer_field_names"]

@@ -1,5 +1,5 @@
-"""`StageTrainer` (TRL's `SFTTrainer` with per-group learning rates, modality grouping, a data report and LoRA
-checkpoints that hold every trainable) and `StageCheckCallback` (checks and reports what trains; never changes it)."""
+"""`StageTrainer` (TRL's `SFTTrainer` with per-group learning rates, modality grouping, a data report and eagle-hf's
+model card) and `StageCheckCallback` (checks and reports what trains; never changes it)."""
 
 import torch
 from transformers import TrainerCallback
@@ -8,7 +8,7 @@ from trl import SFTTrainer
 
 from .data import DataReport, ModalityLengthGroupedSampler
 from .groups import format_parameter_table, group_of, parameter_table, should_train
-from .models import load_non_lora_trainables, save_non_lora_trainables
+from .cards import write_stage_card
 
 logger = logging.get_logger(__name__)
 
@@ -22,14 +22,20 @@ class StageTrainer(SFTTrainer):
 
     * one optimizer parameter group per (module group, weight decay), at the stage's learning rate for that group;
     * LLaVA's modality/length grouped sampler when the stage asks for it;
-    * the collator's per-batch `data_report` is taken out of the inputs and summed in `self.data_report`;
-    * with LoRA, every checkpoint also holds the non-LoRA trainables (projector, experts), and resuming loads them.
+    * the collator's per-batch `data_report` is taken out of the inputs and summed in `self.data_report` (training
+      batches) or `self.eval_report` (evaluation batches);
+    * the stage folder's card is eagle-hf's (`cards.py`), naming the weights' real sources, not TRL's generic one.
+
+    With LoRA, the modules that train in full are PEFT `modules_to_save`, so TRL's own adapter checkpoints and resume
+    hold and restore them.
     """
 
     def __init__(self, *args, stage, **kwargs):
         self.stage = stage
-        self.data_report = DataReport()
+        self.data_report, self.eval_report = DataReport(), DataReport()
         super().__init__(*args, **kwargs)
+        base = self.model.get_base_model() if _is_peft(self.model) else self.model
+        self.card_source = getattr(base, "name_or_path", None)  # where the stage's starting weights came from
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -51,9 +57,8 @@ class StageTrainer(SFTTrainer):
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)  # each group's lr overrides the default
         return self.optimizer
 
-    # The three hooks below are Trainer's private methods (transformers has no public sampler, save or resume hook for
-    # these); their signatures are the same in 4.57.6, 5.23.0 and 5.25.0, and a project test fails on a release that
-    # renames one (an override that is never called would fail silently).
+    # Trainer's private sampler hook (transformers has no public one); its signature is the same in 4.57.6, 5.23.0 and
+    # 5.25.0, and a project test fails on a release that renames it (an override never called would fail silently).
     def _get_train_sampler(self, train_dataset=None):
         train_dataset = self.train_dataset if train_dataset is None else train_dataset
         if not self.stage.group_by_modality_length:
@@ -65,19 +70,15 @@ class StageTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, *args, **kwargs):
         report = inputs.pop("data_report", None)
         if report is not None:
-            self.data_report.update(report)
+            (self.data_report if model.training else self.eval_report).update(report)
         return super().compute_loss(model, inputs, *args, **kwargs)
 
-    def _save(self, output_dir=None, state_dict=None):
-        super()._save(output_dir, state_dict)
-        if _is_peft(self.model):  # under ZeRO-3 only the gathered `state_dict` holds the full tensors
-            save_non_lora_trainables(self.model, output_dir or self.args.output_dir, state_dict)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        model = self.model if model is None else model
-        if _is_peft(model):
-            load_non_lora_trainables(model, resume_from_checkpoint)
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """eagle-hf's card for the stage folder (TRL calls this at every checkpoint; `run_stage` at the end)."""
+        if not self.is_world_process_zero():
+            return
+        base = self.model.get_base_model() if _is_peft(self.model) else self.model
+        write_stage_card(self.args.output_dir, base.config, self.card_source, self.stage, adapter=_is_peft(self.model))
 
 
 def _optimizer_parameters(optimizer):
