@@ -57,6 +57,41 @@ def _positive(name, value, allow_none=False):
     return value
 
 
+def _integer(name, value, minimum=None):
+    """An int (a float only when it is a whole number, as JSON may write one); never truncated, never a bool."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or (minimum is not None and value < minimum):
+        what = "must be positive (an int >= 1)" if minimum == 1 else (
+            f"must be an int >= {minimum}" if minimum is not None else "must be an int")
+        raise ValueError(f"`{name}` {what}, got {value!r}.")
+    return int(value)
+
+
+def _refuse_misspelt(config, kwargs, where, derived=(), nested=None):
+    """PretrainedConfig keeps unknown keys as attributes (metadata of other tools); a key that is nearly one of this
+    config's own `__init__` arguments is a typo that would be ignored, and one that is a field of the `nested`
+    (backbone) config sits at the wrong level: both are refused."""
+    import difflib
+    import inspect
+
+    def arguments(cls):
+        return {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "args", "kwargs")}
+
+    fields = sorted(arguments(type(config)))
+    base = set(PretrainedConfig().to_dict()) | set(PretrainedConfig().__dict__) | set(derived)
+    nested_fields = arguments(type(nested)) - base if nested is not None else set()
+    for key in kwargs:
+        if key in base or key.startswith("_"):
+            continue
+        if key in nested_fields:
+            raise ValueError(f"{where}: `{key}` is a field of its backbone config, not of the expert; put it under "
+                             f"backbone_config, e.g. {{'backbone_config': {{'{key}': {kwargs[key]!r}}}}}.")
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.8)
+        if close:
+            raise ValueError(f"{where}: unknown field `{key}` (did you mean `{close[0]}`?); the fields are "
+                             f"{sorted(fields)}.")
+
+
 def _stats(value, what):
     if value is None:
         return None
@@ -116,14 +151,16 @@ class EagleVisionExpertConfig(PretrainedConfig):
             raise ValueError(
                 f"Expert kind {kind!r} needs a {spec.config_class.__name__}, got {type(self.backbone_config).__name__}."
             )
+        _refuse_misspelt(self, kwargs, f"Vision expert {kind!r}", derived=("hidden_size", "feature_map_size"),
+                         nested=self.backbone_config)
         self.image_size = self._resolve_image_size(spec, image_size)
-        self.feature_layer = int(feature_layer)
+        self.feature_layer = _integer("feature_layer", feature_layer)
         self.prefix_tokens = _choice("prefix_tokens", prefix_tokens or spec.default_prefix_policy, PREFIX_POLICIES)
         self.grid_resample = _choice("grid_resample", grid_resample, GRID_RESAMPLES)
-        self.unshuffle_factor = int(unshuffle_factor)
+        self.unshuffle_factor = _integer("unshuffle_factor", unshuffle_factor, minimum=1)
         self.image_mean = _stats(image_mean, "image_mean")
         self.image_std = _stats(image_std, "image_std")
-        self.max_patches = max_patches if max_patches is not None else spec.default_max_patches
+        self.max_patches = _integer("max_patches", max_patches) if max_patches is not None else spec.default_max_patches
         kwargs.pop("hidden_size", None)  # derived; written to JSON for readers, never read back
         kwargs.pop("feature_map_size", None)
         super().__init__(**kwargs)
@@ -135,9 +172,7 @@ class EagleVisionExpertConfig(PretrainedConfig):
         backbone_size = getattr(self.backbone_config, "image_size", None) if spec.has_image_size else None
         if image_size is None:
             image_size = backbone_size if backbone_size is not None else spec.default_image_size
-        image_size = int(image_size)
-        if image_size <= 0:
-            raise ValueError(f"Expert {self.kind!r}: `image_size` must be positive, got {image_size}.")
+        image_size = _integer(f"vision expert {self.kind!r} image_size", image_size, minimum=1)
         if spec.has_image_size:
             self.backbone_config.image_size = image_size
         return image_size
@@ -231,14 +266,16 @@ class EagleConfig(PretrainedConfig):
         tie_word_embeddings=False,
         **kwargs,
     ):
+        _refuse_misspelt(self, kwargs, "EagleConfig", derived=("mm_hidden_size", "image_seq_length"))
         self.text_config = self._build_text_config(text_config)
-        self.vision_experts = [self._build_expert(expert) for expert in (vision_experts or [{"kind": "clip"}])]
-        if not self.vision_experts:
-            raise ValueError("`vision_experts` must name at least one expert.")
-        self.image_size = int(image_size)
-        self.grid_size = int(grid_size)
-        if self.image_size <= 0 or self.grid_size <= 0:
-            raise ValueError(f"`image_size` and `grid_size` must be positive, got {image_size} and {grid_size}.")
+        if vision_experts is None:
+            vision_experts = [{"kind": "clip"}]
+        if isinstance(vision_experts, (str, dict)) or not hasattr(vision_experts, "__len__") or not vision_experts:
+            raise ValueError("`vision_experts` must be a non-empty list of experts (dicts or EagleVisionExpertConfig; "
+                             f"None for one CLIP-L/336), got {vision_experts!r}.")
+        self.vision_experts = [self._build_expert(expert) for expert in vision_experts]
+        self.image_size = _integer("image_size", image_size, minimum=1)
+        self.grid_size = _integer("grid_size", grid_size, minimum=1)
         self.fusion = _choice("fusion", fusion, FUSION_FACTS)
         self.fusion_hidden_size = _positive("fusion_hidden_size", fusion_hidden_size, allow_none=True)
         self.fusion_num_adapters = _positive("fusion_num_adapters", fusion_num_adapters)
@@ -246,8 +283,10 @@ class EagleConfig(PretrainedConfig):
         self.fusion_num_points = _positive("fusion_num_points", fusion_num_points)
         self.projector_type = _choice("projector_type", projector_type, PROJECTOR_TYPES)
         self.projector_hidden_act = _choice("projector_hidden_act", projector_hidden_act, set(ACT2FN))
-        self.multimodal_projector_bias = bool(multimodal_projector_bias)
-        self.image_token_id = int(image_token_id)
+        if not isinstance(multimodal_projector_bias, bool):
+            raise ValueError(f"`multimodal_projector_bias` must be true or false, got {multimodal_projector_bias!r}.")
+        self.multimodal_projector_bias = multimodal_projector_bias
+        self.image_token_id = _integer("image_token_id", image_token_id)
         if not 0 <= self.image_token_id < self.text_config.vocab_size:
             raise ValueError(
                 f"`image_token_id` must be a row of the language model's embedding, i.e. in [0, "
@@ -260,7 +299,8 @@ class EagleConfig(PretrainedConfig):
         self._check_fusion()
         self._check_mm_hidden_size(kwargs.pop("mm_hidden_size", None))
         # v4 ties on text_config's flag, v5 on the top-level one: keep them equal so both versions agree.
-        tie_word_embeddings = bool(tie_word_embeddings)
+        if not isinstance(tie_word_embeddings, bool):
+            raise ValueError(f"`tie_word_embeddings` must be true or false, got {tie_word_embeddings!r}.")
         self.text_config.tie_word_embeddings = tie_word_embeddings
         kwargs.pop("image_seq_length", None)  # derived
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)

@@ -200,14 +200,17 @@ def _open_encoded(source, name: str, index: int, max_image_pixels: int) -> Image
         return _pil_to_rgb(opened, index, max_image_pixels)
 
 
-def _channels_last(array: np.ndarray, index: int, prefer_channels_first: bool) -> np.ndarray:
-    """(H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 -> (H, W, C); ambiguous shapes follow the preference."""
+def _channels_last(array: np.ndarray, index: int) -> np.ndarray:
+    """(H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4 -> (H, W, C); a shape that reads both ways is refused."""
     if array.ndim == 2:
         return array[:, :, None]
     if array.ndim != 3:
         raise _sample_error(index, f"expected 2 or 3 dimensions (H, W, C or C, H, W), got shape {array.shape}")
     first_ok, last_ok = array.shape[0] in _ARRAY_MODES, array.shape[-1] in _ARRAY_MODES
-    if first_ok and (prefer_channels_first or not last_ok):
+    if first_ok and last_ok:
+        raise _sample_error(index, f"shape {array.shape} reads as both (C, H, W) and (H, W, C); pass a PIL image, "
+                                   "or an array whose height and width are not 1, 3 or 4 where channels could be")
+    if first_ok:
         return np.moveaxis(array, 0, -1)
     if last_ok:
         return array
@@ -237,8 +240,8 @@ def _to_uint8(array: np.ndarray, index: int) -> np.ndarray:
     raise _sample_error(index, f"unsupported array dtype {array.dtype}; expected uint8, another integer type or float")
 
 
-def _array_to_rgb(array: np.ndarray, index: int, max_image_pixels: int, prefer_channels_first: bool) -> Image.Image:
-    array = _channels_last(array, index, prefer_channels_first)  # (H, W, C)
+def _array_to_rgb(array: np.ndarray, index: int, max_image_pixels: int) -> Image.Image:
+    array = _channels_last(array, index)  # (H, W, C)
     height, width = array.shape[:2]
     _check_pixel_count(index, width, height, max_image_pixels)
     array = np.ascontiguousarray(_to_uint8(array, index))
@@ -268,9 +271,9 @@ def load_rgb_image(image: ImageInput, index: int = 0, max_image_pixels: int = DE
             array = tensor.numpy()
         except TypeError as error:
             raise _sample_error(index, f"unsupported tensor dtype {tensor.dtype}") from error
-        return _array_to_rgb(array, index, max_image_pixels, prefer_channels_first=True)
+        return _array_to_rgb(array, index, max_image_pixels)
     if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, index, max_image_pixels, prefer_channels_first=False)
+        return _array_to_rgb(image, index, max_image_pixels)
     raise _sample_error(
         index,
         f"unsupported input type {type(image).__name__}; expected a PIL image, a numpy array, a torch tensor "

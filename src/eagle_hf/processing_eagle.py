@@ -140,7 +140,11 @@ class EagleProcessor(ProcessorMixin):
         data = self._pad(self._encode(samples, marker_counts, options["text"], call), call, options["text"])
         if any(per_sample_images):
             data["pixel_values"] = self._pixel_values(per_sample_images, options["image"], call["return_tensors"])
-        return BatchFeature(data, tensor_type=call["return_tensors"])
+        batch = BatchFeature(data, tensor_type=call["return_tensors"])
+        for key in ("input_ids", "attention_mask", "offset_mapping"):  # an empty row converts to float otherwise
+            if key in batch and hasattr(batch[key], "dtype") and str(batch[key].dtype) not in ("torch.int64", "int64"):
+                batch[key] = batch[key].long() if hasattr(batch[key], "long") else batch[key].astype("int64")
+        return batch
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
         """As ProcessorMixin's, after turning string message contents into one text block: transformers 4.57's

@@ -109,7 +109,7 @@ def run_init(args):
         return 1
     experts = ", ".join(expert.kind for expert in config.vision_experts)
     sys.stdout.write(f"Wrote {args.output}: {args.preset} ({experts}), <image> = {config.image_token_id}; train it "
-                     f"with training_scripts/sft.py --recipe training_scripts/recipes/{args.preset}.yaml\n")
+                     f"with training_scripts/sft.py --config training_scripts/recipes/{args.preset}.yaml\n")
     return 0
 
 

@@ -7,6 +7,8 @@ config, processor and model card, and reload the result strictly.
 """
 
 import copy
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from ..modeling_eagle import AUTO_MAP, MODULE_PREFIXES, EagleForConditionalGener
 from .configs import llava_hf_spec, llava_spec, nveagle_spec
 from .model_card import write_model_card
 from .processor import build_processor, infer_chat_template
-from .rename import clip_tower_table, llava_hf_table, llava_table, nveagle_table, plan_renames
+from .rename import clip_tower_table, eva02_rope_schedule, llava_hf_table, llava_table, nveagle_table, plan_renames
 from .source import ConversionError, SourceWeights, read_json, resolve_source
 from .vocab import plan_vocabulary
 from .writer import ShardWriter, parse_size, staged_output
@@ -96,17 +98,65 @@ def check_shapes(parts, expected, vocabulary, generated=(), needed_by="config", 
             if target in (EMBEDDING, LM_HEAD):
                 want = (vocabulary.source_rows,) + want[1:]
             if shape != want:
-                wrong.append(f"{part.label}: {key} has shape {list(shape)} but the {needed_by} needs {list(want)} "
-                             f"(for {target})")
+                wrong.append((-len(shape), f"{part.label}: {key} has shape {list(shape)} but the {needed_by} needs "
+                                           f"{list(want)} (for {target})"))
             found.add(target)
     missing = sorted(key for key in set(expected) - found if key not in generated)
     problems = []
     if wrong:
-        problems.append(f"shapes that disagree with the {needed_by}: " + "; ".join(wrong))
+        examples = [text for _, text in sorted(wrong, key=lambda item: item[0])[:3]]  # matrices first: both sides
+        problems.append(f"{len(wrong)} tensor(s) of another shape than the {needed_by} needs, e.g. "
+                        + "; ".join(examples))
     if missing:
-        problems.append(f"{len(missing)} model tensor(s) the source does not provide: {missing}")
+        problems.append(f"{len(missing)} model tensor(s) the source does not provide, e.g. {missing[:3]}")
     if problems:
-        raise ConversionError(f"{failure}: " + " | ".join(problems) + ".")
+        depths = _depth_differences(expected, found, needed_by)
+        hint = (f" The source's sizes differ from the {needed_by}'s: {'; '.join(depths[:5])}." if depths else "")
+        example = '{"clip": {"backbone_config": {"num_hidden_layers": 2}}}'
+        raise ConversionError(f"{failure}: " + " | ".join(problems) + "." + hint + " Give the source's sizes with "
+                              f"--expert-overrides (e.g. '{example}') or --config-overrides (the language model's).")
+
+
+def check_eva02_schedules(parts, config):
+    """EVA-02 sources carry per-block RoPE tables (dropped: they are recomputed) whose sizes record which blocks
+    attend in windows and which globally; a config with another schedule would load strictly and give wrong features,
+    so it is refused, naming the blocks and the override that fixes it."""
+    for part in parts:
+        infos, tables = part.weights.infos(), {}
+        for key in part.plan.dropped:
+            match = re.fullmatch(r"(.*)blocks\.(\d+)\.attn\.rope\.freqs_cos", key)
+            if match:
+                tables.setdefault(match.group(1), {})[int(match.group(2))] = tuple(infos[key].shape)
+        for prefix, rows in tables.items():
+            owner = re.search(r"experts\.(\d+)\.", part.plan.targets.get(prefix + "pos_embed", ""))
+            if owner is None:
+                continue
+            expert = config.vision_experts[int(owner.group(1))]
+            backbone = expert.backbone_config
+            schedule = eva02_rope_schedule(rows, backbone.hidden_size)
+            if schedule is None or "window_size" not in schedule:
+                continue
+            ours = dict(window_size=backbone.window_size, global_attn_indexes=list(backbone.global_attn_indexes))
+            if {key: schedule[key] for key in ours} != ours:
+                found = {key: schedule[key] for key in ours}
+                raise ConversionError(
+                    f"{part.label}: the RoPE tables under {prefix}blocks.* record EVA-02 attention {found}, but the "
+                    f"config of expert {owner.group(1)} ({expert.kind}) says {ours}; give the source's with "
+                    f"--expert-overrides '{{\"eva02\": {{\"backbone_config\": {json.dumps(found)}}}}}'.")
+
+
+def _depth_differences(expected, found, needed_by):
+    """"<list>: the source has 2, the config 24" for every numbered module list whose length differs."""
+    def lengths(keys):
+        table = {}
+        for key in keys:
+            for match in re.finditer(r"\.(\d+)\.", key):
+                table.setdefault(key[:match.start()], set()).add(int(match.group(1)))
+        return table
+
+    want, have = lengths(expected), lengths(found)
+    return [f"{prefix} has {len(have[prefix])} in the source, {len(indices)} in the {needed_by}"
+            for prefix, indices in sorted(want.items()) if prefix in have and len(have[prefix]) != len(indices)]
 
 
 def _expected_tensors(config):
@@ -191,6 +241,7 @@ def convert_checkpoint(source, output, family, *, vision_tower=None, tokenizer=N
     vocabulary, config = _converted_config(spec, tokenizer, parts, dtype, pad_vocab_to_multiple_of)
     meta_model, expected = _expected_tensors(config)
     check_shapes(parts, expected, vocabulary)
+    check_eva02_schedules(parts, config)
     template = chat_template or infer_chat_template(tokenizer)
     processor = build_processor(tokenizer, config, spec.aspect_ratio, template)  # before writing: it checks <image>
     dropped = _dropped_by_reason(parts)

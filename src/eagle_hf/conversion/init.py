@@ -25,7 +25,8 @@ from ..hub.model_card import is_hub_id
 from .convert import DTYPES, EMBEDDING, LM_HEAD, _Part, _stream, _verify
 from .convert import check_shapes, save_checkpoint_files
 from .processor import infer_chat_template
-from .rename import Drop, Nest, Rename, clip_model_extras, expert_prefix, expert_table, plan_renames
+from .rename import (Drop, Nest, Rename, clip_model_extras, eva02_rope_schedule, expert_prefix, expert_table,
+                     plan_renames)
 from .source import ConversionError, PickleWeights, SourceWeights, read_json, resolve_file, resolve_source
 from .vocab import plan_vocabulary
 from .writer import ShardWriter, check_output, parse_size, staged_output
@@ -127,12 +128,10 @@ def _read_eva02(path, what):
                  intermediate_size=net["blocks.0.mlp.w1.weight"].shape[0],
                  pretrain_image_size=round((net["pos_embed"].shape[1] - 1) ** 0.5) * patch,
                  qkv_bias="blocks.0.attn.q_bias" in net)
-    rows = {block: net[f"blocks.{block}.attn.rope.freqs_cos"].shape for block in range(layers)
+    rows = {block: tuple(net[f"blocks.{block}.attn.rope.freqs_cos"].shape) for block in range(layers)
             if f"blocks.{block}.attn.rope.freqs_cos" in net}
     if len(rows) == layers:
-        window = min(shape[0] for shape in rows.values())
-        sizes.update(num_attention_heads=hidden // rows[0][1], window_size=round(window**0.5),
-                     global_attn_indexes=[block for block, shape in rows.items() if shape[0] != window])
+        sizes.update(eva02_rope_schedule(rows, hidden))
 
     def table(expert, prefix):
         if not prefixed:

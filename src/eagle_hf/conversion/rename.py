@@ -124,6 +124,22 @@ def sam_table(expert):
     )
 
 
+def eva02_rope_schedule(rows, hidden_size):
+    """{block: (positions, head dim)} of EVA-02's per-block RoPE tables -> the attention schedule they record:
+    {num_attention_heads, window_size, global_attn_indexes}. A windowed block's table covers one window, a global
+    block's the whole map. None unless every block has its table; only the heads when all tables are alike (a map
+    no larger than a window: the schedule cannot be read, and does not change the features)."""
+    if not rows or sorted(rows) != list(range(len(rows))):
+        return None
+    heads = dict(num_attention_heads=hidden_size // rows[0][1])
+    sizes = {shape[0] for shape in rows.values()}
+    if len(sizes) == 1:
+        return heads
+    window = min(sizes)
+    return dict(heads, window_size=round(window**0.5),
+                global_attn_indexes=[block for block, shape in sorted(rows.items()) if shape[0] != window])
+
+
 def eva02_table(expert):
     """EVA-02 det: the original names are ours; the RoPE tables (three aliases of two buffers) are recomputed."""
     return (

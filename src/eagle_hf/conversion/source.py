@@ -127,7 +127,7 @@ class SourceWeights:
     def _shard_infos(self, shard):
         path = self.folder / shard
         if shard.endswith(".safetensors"):
-            with safe_open(path, framework="pt") as handle:
+            with _open_safetensors(path) as handle:
                 keys = list(handle.keys())
                 infos = {}
                 for key in keys:
@@ -151,7 +151,7 @@ class SourceWeights:
         for shard in self.shards:
             path = self.folder / shard
             if shard.endswith(".safetensors"):
-                with safe_open(path, framework="pt") as handle:
+                with _open_safetensors(path) as handle:
                     yield [(key, (lambda k=key: handle.get_tensor(k))) for key in handle.keys() if self._keep(key)]
             else:
                 state = _load_bin(path)
@@ -159,11 +159,28 @@ class SourceWeights:
                 del state
 
 
+def _open_safetensors(path):
+    """`safe_open`, with a file that is not whole safetensors (truncated, corrupt) refused naming it."""
+    try:
+        return safe_open(path, framework="pt")
+    except Exception as error:  # safetensors raises its own SafetensorError (and OSError for unreadable files)
+        raise ConversionError(f"{path} is not a readable safetensors file ({type(error).__name__}: {error}); "
+                              "download it again.") from None
+
+
 def _load_bin(path):
-    try:  # memory-mapped: a .bin shard is not read into memory as a whole
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        try:  # memory-mapped: a .bin shard is not read into memory as a whole
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:  # legacy (non-zip) pickles cannot be memory-mapped
+            if "weights_only" in str(error) or "Unsupported global" in str(error):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # refused pickles (weights_only), truncated zips, not a checkpoint at all
+        refused = "weights_only" in str(error) or "Unsupported global" in str(error)
+        why = ("it holds Python objects other than tensors, which are never unpickled here (weights_only=True)"
+               if refused else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        raise ConversionError(f"{path} cannot be read as a PyTorch checkpoint: {why}.") from None
 
 
 _SAFETENSORS_DTYPES = {
@@ -193,11 +210,7 @@ class PickleWeights:
 
     def _tensors(self):
         if self._state is None:
-            try:
-                content = torch.load(self.path, map_location="cpu", weights_only=True)
-            except Exception as error:  # a refused pickle, a truncated file: name the file, keep the cause
-                raise ConversionError(f"Cannot read {self.path} as tensors with weights_only=True (no code from a "
-                                      f"pickle is run): {error}") from error
+            content = _load_bin(self.path)  # memory-mapped where the format allows; errors name the file
             while isinstance(content, dict) and not any(isinstance(v, torch.Tensor) for v in content.values()):
                 inner = next((content[key] for key in self.WRAPPERS if isinstance(content.get(key), dict)), None)
                 if inner is None:

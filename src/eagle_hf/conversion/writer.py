@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import save_file
+from transformers.utils import logging
 
 from .source import ConversionError
+
+logger = logging.get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -47,10 +50,12 @@ def check_output(path, overwrite=False):
 
 @contextmanager
 def staged_output(path, overwrite=False):
-    """Yield a temporary folder beside `path`; on success it becomes `path`, on failure it is removed."""
+    """Yield a temporary folder beside `path`; on success it becomes `path`, on failure it is removed. Folders left
+    by a killed run (no exception handler ran) are removed first: their name holds the pid of a process now gone."""
     path = check_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    remove_stale_staging(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
         yield staging
         if path.exists():
@@ -59,6 +64,28 @@ def staged_output(path, overwrite=False):
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_staging(path):
+    """Remove the staging folders of `path` whose writing process is gone; returns their names."""
+    removed = []
+    for folder in Path(path).parent.glob(f".{Path(path).name}.partial-*"):
+        pid = folder.name[len(f".{Path(path).name}.partial-"):].split("-", 1)[0]
+        if folder.is_dir() and (not pid.isdigit() or not _alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+            logger.warning(f"removed {folder}, left by an interrupted run (process {pid} is gone)")
+    return removed
 
 
 class ShardWriter:

@@ -1,11 +1,14 @@
 """Samples, the problems met while reading a benchmark, and readers that report the file and line of bad input."""
 
 import csv
+import io
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from ..files import path_inside
 
 
 @dataclass
@@ -71,10 +74,14 @@ class Reader:
         if not isinstance(name, str) or not name:
             self.problem(source_file, location, f"image name must be a non-empty string, got {name!r}")
             return None
-        path = Path(folder) / name
+        try:
+            path = path_inside(folder, name)
+        except ValueError as error:
+            self.problem(source_file, location, f"image refused: {error}")
+            return None
         if path.is_file():
-            return str(path)
-        self.problem(source_file, location, f"image {path} not found")
+            return str(Path(folder) / name)
+        self.problem(source_file, location, f"image {Path(folder) / name} not found")
         return None
 
     def json(self, path):
@@ -108,12 +115,15 @@ class Reader:
 
     def json_lines(self, path):
         """(line number, object) for each line holding a JSON object; a bad line is recorded and skipped."""
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
+        with open(path, "rb") as handle:  # line by line: a line that is not UTF-8 loses only itself
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    value = json.loads(line)
+                    value = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as error:
+                    self.problem(path, f"line {number}", f"not UTF-8 text: {error}")
+                    continue
                 except json.JSONDecodeError as error:
                     self.problem(path, f"line {number}", f"not a JSON object: {error}")
                     continue
@@ -127,7 +137,12 @@ class Reader:
         differs from the header's is recorded and skipped."""
         # MMBench keeps whole base64 images in one cell, far beyond csv's default 128 KiB cell limit.
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        with open(path, encoding="utf-8-sig", newline="") as handle:
+        try:
+            text = Path(path).read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            self.problem(path, f"byte {error.start}", f"not UTF-8 text: {error}")
+            return
+        with io.StringIO(text, newline="") as handle:
             rows = csv.reader(handle, delimiter=delimiter)
             header = next(rows, None)
             if header is None:

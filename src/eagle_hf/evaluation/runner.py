@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..image_processing_eagle import load_rgb_image
+from ..files import write_json_atomically
 
 logger = logging.get_logger(__name__)
 
@@ -132,12 +133,15 @@ def read_predictions(path):
         logger.warning(f"{path}: dropping an unfinished last line left by an interrupted run")
         path.write_bytes(complete)
     records = {}
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(complete.splitlines(), start=1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path}:{number}: not a predictions record ({error}); remove the file to redo the "
                              "task") from error
+        if not isinstance(record, dict) or "id" not in record:
+            raise ValueError(f"{path}:{number}: a predictions record is an object with an `id`, got {line[:80]!r}; "
+                             "remove the file to redo the task")
         records[record["id"]] = record
     return records
 
@@ -178,11 +182,15 @@ def check_run_file(output_dir, run, overwrite=False):
         for old in (output_dir / PREDICTIONS_DIR).glob("*.jsonl"):
             old.unlink()
     elif run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise ValueError(f"{run_file} is unreadable ({error}); use another --output-dir, or --overwrite to "
+                             "start again") from None
         changed = {key: (previous.get(key), value) for key, value in run.items() if previous.get(key) != value}
         if changed:
             details = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
             raise ValueError(f"{output_dir} holds predictions made with other settings ({details}); use another "
                              "--output-dir, or --overwrite to start again")
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    write_json_atomically(run_file, run, indent=2)

@@ -1,8 +1,8 @@
 """Scores of a run, summarised with the `evaluate` metrics, written as JSON and markdown (and into a model card)."""
 
-import json
 from pathlib import Path
 
+from ..files import write_json_atomically
 from .metrics import load_metric
 
 SUMMARY_JSON = "summary.json"
@@ -93,7 +93,7 @@ def summary_markdown(summary):
 def write_summary(summary, output_dir):
     """Writes `summary.json` and `summary.md` into `output_dir`; returns the markdown."""
     output_dir = Path(output_dir)
-    (output_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomically(output_dir / SUMMARY_JSON, summary, indent=2, ensure_ascii=False)
     markdown = summary_markdown(summary)
     (output_dir / SUMMARY_MARKDOWN).write_text(markdown, encoding="utf-8")
     return markdown

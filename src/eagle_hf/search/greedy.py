@@ -19,6 +19,8 @@ from typing import Optional
 
 from transformers.utils import logging
 
+from ..files import write_json_atomically
+
 logger = logging.get_logger(__name__)
 
 SEARCH_FILE = "search.json"
@@ -82,13 +84,6 @@ def _check_names(candidates, start):
             raise ValueError(f"`{label}` names {repeated} more than once.")
 
 
-def _write_json(path, values):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, indent=1)
-    os.replace(temporary, path)  # a search killed while writing leaves the previous file, never half of one
-
-
 def _check_settings(output_dir, settings):
     """Record `settings` in `search.json`, or check that a resumed search uses the same ones."""
     path = os.path.join(output_dir, SEARCH_FILE)
@@ -101,7 +96,7 @@ def _check_settings(output_dir, settings):
                              f"{[recorded.get(key) for key in changed]} there, {[settings.get(key) for key in changed]}"
                              " now); its trials would not be comparable. Use another output folder.")
     else:
-        _write_json(path, {"settings": settings})
+        write_json_atomically(path, {"settings": settings})
 
 
 class _Search:
@@ -123,7 +118,7 @@ class _Search:
             began = time.perf_counter()
             score, metrics = _score_and_metrics(self.train_and_evaluate(experts, trial_dir), experts)
             trial = Trial(round_index, experts, added, score, metrics, round(time.perf_counter() - began, 2))
-            _write_json(path, asdict(trial))
+            write_json_atomically(path, asdict(trial))
             logger.info(f"round {round_index}: {trial.name} scored {score:.4f} in {trial.seconds:.1f} s")
         self.trials.append(trial)
         self.write_table(stopped="")
@@ -134,7 +129,7 @@ class _Search:
                       selected=None if selected is None else list(selected), score=score, stopped=stopped,
                       rounds=[asdict(summary) for summary in self.rounds],
                       trials=[asdict(trial) for trial in self.trials])
-        _write_json(os.path.join(self.output_dir, "rounds.json"), values)
+        write_json_atomically(os.path.join(self.output_dir, "rounds.json"), values)
         table = format_table(self.trials, self.rounds, self.start, self.candidates, stopped, selected, score)
         with open(os.path.join(self.output_dir, "rounds.md"), "w", encoding="utf-8") as handle:
             handle.write(table)

@@ -20,6 +20,7 @@ from transformers.utils import logging
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from ..image_processing_eagle import load_rgb_image
+from ..files import path_inside
 from ..text_processing_eagle import expand_image_tokens, tokenize_with_images
 
 logger = logging.get_logger(__name__)
@@ -28,6 +29,7 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 IMAGE_PLACEHOLDER = "<image>"
 SKIP_REASONS = {
     "missing_image": "the image file does not exist",
+    "image_outside_folder": "the image path leads outside the data set's image_folder",
     "unreadable_image": "the image could not be decoded",
     "image_count_mismatch": "the number of <image> placeholders differs from the number of images",
     "bad_conversation": "the chat template refused the conversation",
@@ -106,11 +108,7 @@ def load_records(spec, name=None):
         if not os.path.isfile(spec.json):
             raise FileNotFoundError(f"Data set {name or spec.json!r}: {spec.json} does not exist (relative paths are "
                                     f"read from {os.getcwd()}).")
-        with open(spec.json, encoding="utf-8") as handle:
-            if spec.json.endswith(".jsonl"):
-                records = [json.loads(line) for line in handle if line.strip()]
-            else:
-                records = json.load(handle)
+        records = _read_json_records(spec.json, name)
     else:
         import datasets
 
@@ -127,6 +125,39 @@ def load_records(spec, name=None):
     if spec.max_samples is not None:
         records = records[: spec.max_samples] if isinstance(records, list) else records.select(
             range(min(spec.max_samples, len(records))))
+    return records
+
+
+def _read_json_records(path, name=None):
+    """The records of a LLaVA JSON list or JSONL file; a file or line that is not one names the file and line."""
+    where = f"Data set {name!r} ({path})" if name else path
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"{where}, line {line}: not UTF-8 text ({error.reason})") from None
+    if str(path).endswith(".jsonl"):
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{where}, line {number}: not a JSON record ({error.msg} at column "
+                                     f"{error.colno})") from None
+    else:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})"
+                             ) from None
+        if not isinstance(records, list):
+            raise ValueError(f"{where}: expected a JSON list of records, got a {type(records).__name__}")
+    bad = next((index for index, record in enumerate(records) if not isinstance(record, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{where}: record {bad} is a {type(records[bad]).__name__}, not an object")
     return records
 
 
@@ -195,7 +226,12 @@ def read_image_bytes(reference, image_folder):
         return bytes(reference)
     if not isinstance(reference, (str, os.PathLike)):
         raise SkippedSample("unreadable_image", f"unsupported image reference {type(reference).__name__}")
-    path = os.path.join(image_folder, reference) if image_folder and not os.path.isabs(reference) else reference
+    path = reference
+    if image_folder:  # the declared folder holds every image: "../x.png" or a link out of it is refused
+        try:
+            path = path_inside(image_folder, reference)
+        except ValueError as error:
+            raise SkippedSample("image_outside_folder", str(error)) from None
     if not os.path.isfile(path):
         raise SkippedSample("missing_image", str(path))
     with open(path, "rb") as handle:

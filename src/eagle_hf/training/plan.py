@@ -22,6 +22,7 @@ from transformers.utils import logging
 from trl import SFTConfig
 
 from ..chat_templates import load_chat_template
+from ..files import write_json_atomically
 from .data import ConversationEncoder, DataReport, EagleDataCollator, SkippedSample, estimate_length, load_records
 from .feature_cache import FeatureCache, tower_fingerprint
 from .groups import apply_trainability
@@ -72,12 +73,21 @@ class StageResult:
 
     @classmethod
     def read(cls, output_dir):
+        """The finished stage's result, or None: no result file, or one that cannot be read whole (a run killed while
+        writing it; the stage then resumes from its last complete checkpoint, with the reason logged)."""
         path = os.path.join(output_dir, RESULT_FILE)
         if not os.path.exists(path):
             return None
-        with open(path, encoding="utf-8") as handle:
-            values = json.load(handle)
-        return cls(**{**values, "output_dir": output_dir, "skipped": True})
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+            return cls(**{**values, "output_dir": output_dir, "skipped": True})
+        except (OSError, ValueError, TypeError) as error:
+            logger.warning(f"{path} is incomplete or unreadable ({error}); the stage is not taken as finished")
+            return None
+
+    def write(self):
+        write_json_atomically(os.path.join(self.output_dir, RESULT_FILE), self.to_dict())
 
 
 def _is_main_process():
@@ -89,16 +99,38 @@ def _barrier():
         dist.barrier()
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+
+
+def checkpoint_problem(folder, step):
+    """Why `checkpoint-<step>` cannot be resumed from (its state unreadable or from another step, no weights), or
+    None. transformers writes `trainer_state.json` in place, so its existence alone proves nothing."""
+    try:
+        with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError) as error:
+        return f"trainer_state.json is missing or incomplete ({error})"
+    if not isinstance(state, dict) or state.get("global_step") != step:
+        return f"trainer_state.json does not record step {step}"
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES):
+        return f"no weights file (one of {list(WEIGHT_FILES)})"
+    return None
+
+
 def last_complete_checkpoint(stage_dir):
-    """The newest `checkpoint-<step>` folder whose `trainer_state.json` (written last) exists, or None."""
+    """The newest `checkpoint-<step>` folder that a run can resume from, or None; newer incomplete ones are passed
+    over with the reason logged."""
     if not os.path.isdir(stage_dir):
         return None
-    steps = []
-    for name in os.listdir(stage_dir):
-        match = re.fullmatch(r"checkpoint-(\d+)", name)
-        if match and os.path.exists(os.path.join(stage_dir, name, "trainer_state.json")):
-            steps.append(int(match.group(1)))
-    return os.path.join(stage_dir, f"checkpoint-{max(steps)}") if steps else None
+    steps = sorted((int(match.group(1)) for match in (re.fullmatch(r"checkpoint-(\d+)", name)
+                                                       for name in os.listdir(stage_dir)) if match), reverse=True)
+    for step in steps:
+        folder = os.path.join(stage_dir, f"checkpoint-{step}")
+        problem = checkpoint_problem(folder, step)
+        if problem is None:
+            return folder
+        logger.warning(f"{folder} cannot be resumed from: {problem}; trying the previous checkpoint")
+    return None
 
 
 TRAINING_FLOOR = "5.0"  # `warmup_steps` as a ratio (4.57 takes an int there); pyproject's `train` extra says so
@@ -305,6 +337,8 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
     apply_trainability(model, stage.train, stage.lora)
     processor = stage_processor(processor, stage)
     index, collator, records = stage_data(recipe, stage, processor, model.config, records)
+    if len(index) == 0:
+        raise ValueError(f"Stage {title}: data set {stage.data!r} holds no samples.")
     if stage.feature_cache:
         trained = [n for n, p in model.named_parameters() if p.requires_grad and ".vision_tower." in f".{n}"]
         if trained:
@@ -325,9 +359,12 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
     if resume:
         logger.info(f"stage {title}: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    report, eval_report = _gather_reports(trainer.data_report), _gather_reports(trainer.eval_report)
+    if report.read and not report.used:  # every step trained on padding: not a finished stage
+        raise ValueError(f"Stage {title}: none of the {report.read} samples read could be used, so nothing trained "
+                         f"({report.summary()}); fix the data and run again.")
     trainer.save_model(stage_dir)
     trainer.create_model_card()
-    report, eval_report = _gather_reports(trainer.data_report), _gather_reports(trainer.eval_report)
     result = StageResult(name=title, output_dir=stage_dir, log_history=trainer.state.log_history,
                          data_report=report.to_dict(), parameter_table=check.table,
                          global_step=trainer.state.global_step, lora=stage.lora, resumed_from=resume)
@@ -336,8 +373,7 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
         if result.eval_losses:
             logger.info(f"stage {title}: eval loss {result.eval_losses[-1][1]:.4f} at step {result.eval_losses[-1][0]}"
                         f" ({eval_report.summary()})")
-        with open(os.path.join(stage_dir, RESULT_FILE), "w", encoding="utf-8") as handle:
-            json.dump(result.to_dict(), handle, indent=1)
+        result.write()
     _barrier()
     return result
 
@@ -497,5 +533,5 @@ def run_plan(recipe, output_dir, model=None, processor=None, stages=None, callba
     return _PlanRunner(recipe, output_dir, model, processor, stages, callbacks, records).run()
 
 
-__all__ = ["StageResult", "check_plan_inputs", "last_complete_checkpoint", "make_training_args", "run_plan",
-           "run_stage"]
+__all__ = ["StageResult", "check_plan_inputs", "checkpoint_problem", "last_complete_checkpoint", "make_training_args",
+           "run_plan", "run_stage"]

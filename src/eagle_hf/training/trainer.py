@@ -71,6 +71,11 @@ class StageTrainer(SFTTrainer):
         report = inputs.pop("data_report", None)
         if report is not None:
             (self.data_report if model.training else self.eval_report).update(report)
+            if model.training and not report["used"]:
+                # Every sample of this batch was unusable: a zero loss that still reaches every trained parameter,
+                # so the backward pass (and DDP's gradient exchange) runs and changes nothing.
+                zero = sum((parameter * 0).sum() for parameter in model.parameters() if parameter.requires_grad)
+                return (zero, None) if kwargs.get("return_outputs") else zero
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
