@@ -175,6 +175,8 @@ def test_a_checkpoint_with_a_truncated_state_is_passed_over_and_a_half_written_r
     assert "checkpoint-4 cannot be resumed from: trainer_state.json is missing or incomplete" in caplog.text
     (stage / "checkpoint-2" / "model.safetensors").unlink()
     assert last_complete_checkpoint(str(stage)) is None
+    (stage / "checkpoint-2" / "global_step2").mkdir()  # DeepSpeed keeps its states there
+    assert last_complete_checkpoint(str(stage)).endswith("checkpoint-2")
     (stage / "stage_result.json").write_text('{"name": "x", "output_dir": "')
     assert StageResult.read(str(stage)) is None
     assert "stage_result.json is incomplete or unreadable" in caplog.text

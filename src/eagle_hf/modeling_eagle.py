@@ -222,6 +222,9 @@ class EagleModel(EaglePreTrainedModel):
         self.vision_tower = EagleVisionTower(config)
         self.multi_modal_projector = EagleMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        # Blocks device maps and FSDP must not split: each expert and the language model's own (its decoder layer
+        # class, whichever LLM it is). transformers 5 also gathers them from the children; 4.57 reads this list.
+        self._no_split_modules = ["EagleVisionExpert", *(getattr(self.language_model, "_no_split_modules", None) or [])]
         self.post_init()
 
     def get_input_embeddings(self):
@@ -379,6 +382,7 @@ class EagleForConditionalGeneration(EaglePreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = EagleModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self._no_split_modules = list(self.model._no_split_modules)
         self.post_init()
 
     def get_input_embeddings(self):

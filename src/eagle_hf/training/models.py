@@ -86,12 +86,6 @@ def build_model_from_sources(config, lookup, dtype=None, seed=0, origin=None):
     """A new model whose tensors come from `lookup(name) -> tensor`, except the projector and any fusion parameters,
     which are freshly initialised (from `seed`). A tensor `lookup` cannot give raises, naming it. `origin` (the
     checkpoint the weights come from) becomes the model's `name_or_path`, so its card can name their sources."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if is_deepspeed_zero3_enabled():
-        raise ValueError("Pre-alignment and alignment assemble their model from several checkpoints, which DeepSpeed "
-                         "ZeRO-3 cannot do (parameters are sharded at creation); run these stages with ZeRO-2, DDP "
-                         "or FSDP.")
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)  # public path
     tied = set((getattr(model, "_tied_weights_keys", None) or {})) if config.tie_word_embeddings else set()
@@ -175,9 +169,19 @@ def load_model(path, dtype=None, qlora=False, device_map=None, attn_implementati
         )
         kwargs["device_map"] = device_map or {"": _local_device()}
     model = EagleForConditionalGeneration.from_pretrained(path, **kwargs)
+    _keep_only_used_conversions(model)
     if qlora:
         _keep_4bit_trainable_on_cpu(model)
     return model
+
+
+def _keep_only_used_conversions(model):
+    # transformers 5.x remembers the key conversions a load applied, and reverts them on save. Its DeepSpeed ZeRO-3 load
+    # remembers every candidate conversion, used or not, so the saved stage would hold the language model's keys as
+    # `model.language_model.model.*`; keep only the used ones, as its ordinary load does (none, for eagle-hf files).
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions:
+        model._weight_conversions = [c for c in conversions if not hasattr(c, "was_used") or c.was_used()]
 
 
 def _local_device():

@@ -112,8 +112,9 @@ def checkpoint_problem(folder, step):
         return f"trainer_state.json is missing or incomplete ({error})"
     if not isinstance(state, dict) or state.get("global_step") != step:
         return f"trainer_state.json does not record step {step}"
-    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES):
-        return f"no weights file (one of {list(WEIGHT_FILES)})"
+    deepspeed = os.path.join(folder, f"global_step{step}")  # DeepSpeed's own (sharded) model and optimizer states
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES) and not os.path.isdir(deepspeed):
+        return f"no weights (one of {list(WEIGHT_FILES)}, or DeepSpeed's global_step{step}/)"
     return None
 
 
@@ -209,6 +210,48 @@ def _fit_to_cpu(values, stage_name):
     if values.get("use_cpu") is False:
         values["use_cpu"] = True
     values["dataloader_pin_memory"] = False
+
+
+def sharding():
+    """"fsdp", "zero3", "zero2" (or another ZeRO stage), or None: how the launcher (accelerate) shards this run."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "fsdp"
+    if is_deepspeed_zero3_enabled():
+        return "zero3"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return f"zero{os.environ.get('ACCELERATE_DEEPSPEED_ZERO_STAGE', '')}"
+    return None
+
+
+def check_stage_sharding(stage, title, mode=None):
+    """Refuses, before any model is built, a stage the launcher's sharding cannot run, naming the config to use."""
+    mode = sharding() if mode is None else mode
+    if stage.build in ("prealign", "align") and mode == "zero3":
+        raise ValueError(f"Stage {title} (build: {stage.build}) assembles its model from several checkpoints, which "
+                         "DeepSpeed ZeRO-3 cannot do (it shards parameters as they are created); run it with "
+                         "training_scripts/accelerate_configs/zero2.yaml or fsdp.yaml, then the later stages with "
+                         "zero3.yaml (--stage).")
+    if stage.qlora and mode in ("fsdp", "zero3"):
+        name = {"fsdp": "FSDP", "zero3": "DeepSpeed ZeRO-3"}[mode]
+        raise ValueError(f"Stage {title} is QLoRA, whose 4-bit weights {name} cannot shard here; run it with "
+                         "training_scripts/accelerate_configs/single_gpu.yaml or multi_gpu.yaml (DDP).")
+
+
+def check_wrap_classes(model, title):
+    """Under FSDP, the block classes the accelerate config names for wrapping must exist in the model (by default
+    they come from the model itself: `_no_split_modules`, the experts and the LLM's decoder layer)."""
+    named = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP")
+    if sharding() != "fsdp" or not named:
+        return
+    present = {type(module).__name__ for module in model.modules()}
+    missing = [name for name in named.split(",") if name.strip() and name.strip() not in present]
+    if missing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        raise ValueError(f"Stage {title}: the FSDP config wraps {missing}, which this model does not contain; remove "
+                         "fsdp_transformer_layer_cls_to_wrap to wrap the model's own blocks "
+                         f"{sorted(getattr(base, '_no_split_modules', None) or [])}.")
 
 
 def _tokenize_chunks(stage, processor) -> bool:
@@ -327,7 +370,9 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
     # The arguments first: under DeepSpeed ZeRO-3 they make `from_pretrained` load the weights sharded.
     has_eval = stage.eval_fraction is not None or stage.eval_data is not None
     args = make_training_args(recipe, stage, stage_dir, has_eval=has_eval)
+    check_stage_sharding(stage, title)
     model = model() if callable(model) and not isinstance(model, torch.nn.Module) else model
+    check_wrap_classes(model, title)
     if stage.lora:
         set_seed(recipe.seed)  # LoRA's A matrices start random: the same start on every run of the recipe
         model = add_lora(model, recipe.lora, stage.train)
@@ -356,6 +401,9 @@ def run_stage(recipe, stage, stage_dir, model, processor, records=None, callback
         processing_class=processor if isinstance(processor, ProcessorMixin) else processor.tokenizer,
         callbacks=[check, *callbacks],
     )
+    if _is_main_process():
+        kind = getattr(trainer.accelerator.distributed_type, "value", trainer.accelerator.distributed_type)
+        logger.info(f"stage {title}: {args.world_size} process(es), distributed type {kind}")
     if resume:
         logger.info(f"stage {title}: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
