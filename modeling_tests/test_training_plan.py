@@ -94,6 +94,15 @@ def write_tiny_recipe(root, records, plan, stages):
     return root / "recipe.yaml"
 
 
+def free_port():
+    """A TCP port nothing listens on now (fixed ports collide when two runs of the suite share a machine)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def subprocess_env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO, "src"), os.path.dirname(__file__)]),
                 OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -147,8 +156,8 @@ def test_two_cpu_processes_train_data_parallel_over_gloo_and_keep_identical_repl
                                dict(llava_pretrain=dict(global_batch_size=4, max_steps=2, feature_cache=True),
                                     llava_finetune=dict(global_batch_size=4, max_steps=3, learning_rate=1e-3)))
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29731",
-               str(tmp_path / "ddp.py"), str(recipe), str(tmp_path / "run")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), str(tmp_path / "ddp.py"), str(recipe), str(tmp_path / "run")]
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for stage, steps in (("llava_pretrain", 2), ("llava_finetune", 3)):

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from deepspeed_env import deepspeed_env
 from other_env import OtherEnvError
-from test_training_plan import REPO, subprocess_env
+from test_training_plan import REPO, free_port, subprocess_env
 from tiny import save_tiny_init, synthetic_caption_records, tiny_eagle_config, tiny_llava_config
 
 CONFIGS = os.path.join(REPO, "training_scripts", "accelerate_configs")
@@ -91,10 +91,10 @@ def ds_env():
         pytest.fail(str(error), pytrace=False)
 
 
-def run(root, env, recipe, output, config=None, kill="no", port=29761):
+def run(root, env, recipe, output, config=None, kill="no"):
     (root / "script.py").write_text(SCRIPT)
     launcher = ([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                 str(cpu_config(root, config, port))] if config else [sys.executable])
+                 str(cpu_config(root, config, free_port()))] if config else [sys.executable])
     command = [*launcher, str(root / "script.py"), str(recipe), str(output), kill]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
@@ -128,10 +128,10 @@ def test_zero2_runs_the_eagle_plan_like_one_process_and_resumes_after_a_rank_is_
     print(f"ZeRO-2 vs one process: max |weight difference| {difference:.2e}, largest update {moved:.2e}")
     assert difference < 1e-5 and moved > 1e-3  # fp32 rounding, against updates of ~1e-3
 
-    killed = run(tmp_path, ds_env, recipe, tmp_path / "killed", "zero2.yaml", kill="yes", port=29763)
+    killed = run(tmp_path, ds_env, recipe, tmp_path / "killed", "zero2.yaml", kill="yes")
     assert killed.returncode != 0 and not (tmp_path / "killed" / "eagle_sft" / "stage_result.json").exists()
     assert (tmp_path / "killed" / "eagle_align" / "stage_result.json").exists()
-    resumed = run(tmp_path, ds_env, recipe, tmp_path / "killed", "zero2.yaml", port=29765)
+    resumed = run(tmp_path, ds_env, recipe, tmp_path / "killed", "zero2.yaml")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "stage eagle_sft: resuming from" in resumed.stderr
     assert max_difference(weights(tmp_path / "killed"), got) < 1e-5
@@ -144,14 +144,14 @@ def test_zero2_runs_the_eagle_plan_like_one_process_and_resumes_after_a_rank_is_
 @pytest.mark.slow  # three runs in fresh interpreters, two of them 2-process: ~1 min
 def test_zero3_refuses_the_assembling_stages_before_any_step_and_runs_a_continue_stage_like_one_process(
         tmp_path, ds_env):
-    refused = run(tmp_path, ds_env, eagle_recipe(tmp_path), tmp_path / "refused", "zero3.yaml", port=29767)
+    refused = run(tmp_path, ds_env, eagle_recipe(tmp_path), tmp_path / "refused", "zero3.yaml")
     assert refused.returncode != 0
     assert "Stage eagle_prealign/expert_0_clip (build: prealign) assembles its model" in refused.stderr
     assert not list((tmp_path / "refused").glob("eagle_prealign/*/checkpoint-*"))
     recipe = eagle_recipe(tmp_path, plan=("eagle_sft",))
     single = run(tmp_path, ds_env, recipe, tmp_path / "single")
     assert single.returncode == 0, single.stderr[-3000:]
-    sharded = run(tmp_path, ds_env, recipe, tmp_path / "zero3", "zero3.yaml", port=29769)
+    sharded = run(tmp_path, ds_env, recipe, tmp_path / "zero3", "zero3.yaml")
     assert sharded.returncode == 0, sharded.stderr[-4000:]
     ranks = [json.loads((tmp_path / "zero3" / f"eagle_sft_rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(r["zero"] == 3 and r["partitioned"] == r["total"] > 0 for r in ranks), ranks
@@ -293,7 +293,7 @@ def test_the_model_trains_under_fsdp2_sharding_on_two_cpu_processes_like_one_pro
                             env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
     sharded = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                              "29773", str(tmp_path / "fsdp2.py"), *args, str(tmp_path / "fsdp.pt")],
+                              str(free_port()), str(tmp_path / "fsdp2.py"), *args, str(tmp_path / "fsdp.pt")],
                              env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     info = json.loads((tmp_path / "fsdp.pt.json").read_text())

@@ -1,4 +1,4 @@
-"""Command line: `eagle-hf demo | presets | convert | init | smoke-kit | eval | search-experts | update-code`.
+"""Command line: `eagle-hf demo | chat | presets | convert | init | smoke-kit | eval | search-experts | update-code`.
 
 Each subcommand's module is imported only when that subcommand runs, so `eagle-hf --help` stays fast.
 """
@@ -12,6 +12,8 @@ import sys
 COMMANDS = {
     "demo": ("eagle_hf.demo", "add_demo_arguments", "run_demo",
              "train a small Eagle from scratch on CPU with data made on the spot, evaluate it, save and reload it"),
+    "chat": ("eagle_hf.chat", "add_chat_arguments", "run_chat",
+             "talk to a checkpoint in the terminal: streamed answers, several turns, /image PATH"),
     "presets": ("eagle_hf.cli", None, "run_presets", "print the experts, maps and channels of every preset"),
     "convert": ("eagle_hf.conversion.cli", "add_convert_arguments", "run_convert",
                 "convert an original Eagle / LLaVA-1.5 or a transformers LLaVA checkpoint"),

@@ -20,7 +20,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessorMixin
 from transformers.utils import logging
 
 from .image_processing_eagle import PARAMETER_NAMES as IMAGE_PARAMETER_NAMES
@@ -32,7 +32,8 @@ from .text_processing_eagle import single_token_id, tokenize_with_images, trunca
 logger = logging.get_logger(__name__)
 
 _TRANSFORMERS_V5 = int(transformers.__version__.split(".")[0]) >= 5
-_TEXT_OPTIONS = ("add_special_tokens", "return_offsets_mapping", "return_attention_mask", "pad_to_multiple_of")
+_TEXT_OPTIONS = ("add_special_tokens", "return_offsets_mapping", "return_attention_mask", "pad_to_multiple_of",
+                 "return_mm_token_type_ids")
 _SAVE_OPTIONS = ("legacy_serialization", "save_jinja_files")  # save_pretrained's own options, the rest are the Hub's
 # Passed by transformers' own apply_chat_template: offsets are already in the caller's text coordinates, so it needs
 # no replacement record; the others concern videos and audio.
@@ -137,14 +138,28 @@ class EagleProcessor(ProcessorMixin):
         samples = self._text_samples(text)
         marker_counts = [sample.count(self.image_token) for sample in samples]
         per_sample_images = split_images_by_sample(images, marker_counts, self.image_token)
+        mm_token_types = options["text"].pop("return_mm_token_type_ids", False)
         data = self._pad(self._encode(samples, marker_counts, options["text"], call), call, options["text"])
+        if mm_token_types:  # 1 at image positions, 0 elsewhere (vLLM's Transformers backend finds images by it)
+            data["mm_token_type_ids"] = [[int(token == self.image_token_id) for token in row]
+                                         for row in data["input_ids"]]
         if any(per_sample_images):
             data["pixel_values"] = self._pixel_values(per_sample_images, options["image"], call["return_tensors"])
         batch = BatchFeature(data, tensor_type=call["return_tensors"])
-        for key in ("input_ids", "attention_mask", "offset_mapping"):  # an empty row converts to float otherwise
+        for key in ("input_ids", "attention_mask", "offset_mapping", "mm_token_type_ids"):  # an empty row: float
             if key in batch and hasattr(batch[key], "dtype") and str(batch[key].dtype) not in ("torch.int64", "int64"):
                 batch[key] = batch[key].long() if hasattr(batch[key], "long") else batch[key].astype("int64")
         return batch
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs):
+        """How many placeholder tokens each image of the given (height, width) sizes becomes, as transformers'
+        processors tell vLLM's Transformers backend: `num_image_tokens` for every size (each image is resized to one
+        square), one patch each."""
+        data = {}
+        if image_sizes is not None:
+            data.update(num_image_tokens=[self.num_image_tokens] * len(image_sizes),
+                        num_image_patches=[1] * len(image_sizes))
+        return MultiModalData(**data)
 
     def apply_chat_template(self, conversation, chat_template=None, **kwargs):
         """As ProcessorMixin's, after turning string message contents into one text block: transformers 4.57's
