@@ -1,4 +1,5 @@
-"""Command line: `eagle-hf demo | chat | presets | convert | init | smoke-kit | eval | search-experts | update-code`.
+"""Command line: `eagle-hf demo | chat | serve | presets | convert | init | smoke-kit | eval | search-experts |
+update-code`.
 
 Each subcommand's module is imported only when that subcommand runs, so `eagle-hf --help` stays fast.
 """
@@ -14,6 +15,8 @@ COMMANDS = {
              "train a small Eagle from scratch on CPU with data made on the spot, evaluate it, save and reload it"),
     "chat": ("eagle_hf.chat", "add_chat_arguments", "run_chat",
              "talk to a checkpoint in the terminal: streamed answers, several turns, /image PATH"),
+    "serve": ("eagle_hf.serve", "add_serve_arguments", "run_serve",
+              "an OpenAI-compatible chat server (/v1/chat/completions, streaming) for one checkpoint"),
     "presets": ("eagle_hf.cli", None, "run_presets", "print the experts, maps and channels of every preset"),
     "convert": ("eagle_hf.conversion.cli", "add_convert_arguments", "run_convert",
                 "convert an original Eagle / LLaVA-1.5 or a transformers LLaVA checkpoint"),
