@@ -20,7 +20,7 @@ def kit(tmp_path_factory):
 
 def expected_answers(kit, turns, max_new_tokens):
     """What greedy `generate` answers, turn after turn, given the same conversation (images before the text)."""
-    from eagle_hf.chat import ChatSession, load_for_chat
+    from eagle_hf.serving.chat import ChatSession, load_for_chat
 
     model, processor = load_for_chat(str(kit / "init"), device="cpu")
     session = ChatSession(model, processor, max_new_tokens=max_new_tokens)
@@ -57,7 +57,7 @@ def test_a_chat_streams_the_answers_generate_gives_over_several_turns_and_images
 
 
 def test_a_conversation_that_outgrows_the_model_is_reported_and_the_chat_goes_on(kit):
-    from eagle_hf.chat import ChatSession, chat_loop, load_for_chat
+    from eagle_hf.serving.chat import ChatSession, chat_loop, load_for_chat
 
     model, processor = load_for_chat(str(kit / "init"), device="cpu")
     model.config.get_text_config().max_position_embeddings = 80
@@ -71,7 +71,7 @@ def test_a_conversation_that_outgrows_the_model_is_reported_and_the_chat_goes_on
 
 def test_load_in_4bit_quantizes_the_language_model_only_and_answers(kit):
     pytest.importorskip("bitsandbytes")
-    from eagle_hf.chat import ChatSession, chat_loop, load_for_chat
+    from eagle_hf.serving.chat import ChatSession, chat_loop, load_for_chat
 
     model, processor = load_for_chat(str(kit / "init"), device="cpu", load_in_4bit=True)
     quantized = [name for name, module in model.named_modules() if type(module).__name__ == "Linear4bit"]

@@ -46,7 +46,7 @@ def data_url(path):
 
 
 def in_process_answer(kit, messages, images, max_new_tokens):
-    from eagle_hf.chat import load_for_chat
+    from eagle_hf.serving.chat import load_for_chat
 
     model, processor = load_for_chat(str(kit / "init"), device="cpu")
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)

@@ -13,9 +13,9 @@ import sys
 COMMANDS = {
     "demo": ("eagle_hf.demo", "add_demo_arguments", "run_demo",
              "train a small Eagle from scratch on CPU with data made on the spot, evaluate it, save and reload it"),
-    "chat": ("eagle_hf.chat", "add_chat_arguments", "run_chat",
+    "chat": ("eagle_hf.serving.chat", "add_chat_arguments", "run_chat",
              "talk to a checkpoint in the terminal: streamed answers, several turns, /image PATH"),
-    "serve": ("eagle_hf.serve", "add_serve_arguments", "run_serve",
+    "serve": ("eagle_hf.serving.server", "add_serve_arguments", "run_serve",
               "an OpenAI-compatible chat server (/v1/chat/completions, streaming) for one checkpoint"),
     "presets": ("eagle_hf.cli", None, "run_presets", "print the experts, maps and channels of every preset"),
     "convert": ("eagle_hf.conversion.cli", "add_convert_arguments", "run_convert",

@@ -11,6 +11,8 @@ the same file loads as remote code on transformers 4.57 and 5.x. The vision side
 `EagleVisionExpertConfig`; the order is the channel order of the fused features.
 """
 
+import functools
+
 from transformers import AutoConfig, LlamaConfig, PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.utils import logging
@@ -67,6 +69,13 @@ def _integer(name, value, minimum=None):
     return int(value)
 
 
+@functools.lru_cache(maxsize=1)
+def _base_config_keys():
+    """Every key a bare PretrainedConfig holds (built once: configs are made for every expert of every load)."""
+    base = PretrainedConfig()
+    return frozenset(base.to_dict()) | frozenset(base.__dict__)
+
+
 def _refuse_misspelt(config, kwargs, where, derived=(), nested=None):
     """PretrainedConfig keeps unknown keys as attributes (metadata of other tools); a key that is nearly one of this
     config's own `__init__` arguments is a typo that would be ignored, and one that is a field of the `nested`
@@ -78,7 +87,7 @@ def _refuse_misspelt(config, kwargs, where, derived=(), nested=None):
         return {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "args", "kwargs")}
 
     fields = sorted(arguments(type(config)))
-    base = set(PretrainedConfig().to_dict()) | set(PretrainedConfig().__dict__) | set(derived)
+    base = _base_config_keys() | set(derived)
     nested_fields = arguments(type(nested)) - base if nested is not None else set()
     for key in kwargs:
         if key in base or key.startswith("_"):

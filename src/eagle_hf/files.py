@@ -1,5 +1,6 @@
 """Files of data and state: an image a dataset or benchmark file names must lie inside the folder it declares; a
-state file is replaced whole or not at all. Not shipped next to the weights."""
+state file is replaced whole or not at all; a source names a local path or a Hub repo. Not shipped next to the
+weights."""
 
 import json
 import os
@@ -25,3 +26,10 @@ def path_inside(folder, name):
     if path != root and root not in path.parents:
         raise ValueError(f"{name!r} resolves to {path}, outside its folder {root}")
     return path
+
+
+def is_hub_id(source):
+    """Whether `source` reads as a Hub repo id ("org/name", optionally ":file") rather than a local path."""
+    repo = str(source).partition(":")[0]
+    return (repo.count("/") == 1 and not str(source).startswith((".", "/", "~"))
+            and not Path(str(source)).expanduser().exists())

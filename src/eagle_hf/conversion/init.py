@@ -21,7 +21,7 @@ from ..configuration_eagle import EagleConfig
 from ..modeling_eagle import AUTO_MAP, MODULE_PREFIXES, EagleForConditionalGeneration
 from ..processing_eagle import EagleProcessor
 from ..chat_templates import TEMPLATE_NAMES, load_chat_template
-from ..hub.model_card import is_hub_id
+from ..files import is_hub_id
 from .convert import DTYPES, EMBEDDING, LM_HEAD, _Part, _stream, _verify
 from .convert import check_shapes, save_checkpoint_files
 from .processor import infer_chat_template

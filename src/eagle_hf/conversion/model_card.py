@@ -52,7 +52,8 @@ by `processor.apply_chat_template` gives the token ids the original models were 
 
 
 def model_card_text(source, family, config, vocabulary, chat_template, dropped):
-    from ..hub.model_card import is_hub_id, render_model_card, weights_sources
+    from ..files import is_hub_id
+    from ..hub.model_card import render_model_card, weights_sources
 
     card = render_model_card(config, base_models=[source] if is_hub_id(source) else weights_sources(source),
                              language_model=known_language_model(config.text_config))

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..files import is_hub_id
+
 WEIGHT_LAYOUTS = (  # (index file, single file), preferred first
     ("model.safetensors.index.json", "model.safetensors"),
     ("pytorch_model.bin.index.json", "pytorch_model.bin"),
@@ -28,7 +30,7 @@ def resolve_source(source, weights=True):
     path = Path(source).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+    if not is_hub_id(source):
         raise ConversionError(f"Source {source!r} is neither a local folder nor a Hub id (owner/name).")
     from huggingface_hub import HfApi, snapshot_download
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..files import is_hub_id
+
 MODEL_CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"  # package data (a link to the repository's)
 TEMPLATE_NAME = "eagle.md"
 CARD_DATA_NAME = "card_data.yaml"
@@ -36,13 +38,6 @@ def model_cards_dir(directory=None):
 def load_card_facts(cards_dir=None):
     """The parsed `card_data.yaml`: {"experts": ..., "language_models": ..., "variants": ...}."""
     return yaml.safe_load((model_cards_dir(cards_dir) / CARD_DATA_NAME).read_text(encoding="utf-8"))
-
-
-def is_hub_id(source):
-    """Whether `source` reads as a Hub repo id ("org/name", optionally ":file") rather than a local path."""
-    repo = str(source).partition(":")[0]
-    return (repo.count("/") == 1 and not str(source).startswith((".", "/", "~"))
-            and not Path(str(source)).expanduser().exists())
 
 
 def weights_sources(source):
@@ -222,5 +217,5 @@ def render_model_card(config, repo_id=None, *, variant=None, card_data=None, eva
     return ModelCard.from_template(data, template_path=str(template), **template_fields)
 
 
-__all__ = ["build_card_data", "detect_variant", "is_hub_id", "load_card_facts", "model_cards_dir", "render_model_card",
+__all__ = ["build_card_data", "detect_variant", "load_card_facts", "model_cards_dir", "render_model_card",
            "weights_sources"]

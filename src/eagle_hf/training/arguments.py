@@ -75,7 +75,7 @@ def make_parser():
 
 
 def _option_names(parser):
-    """{option string: dest} of the parser's flags (argparse's public `_actions` list is the only way to read them)."""
+    """{option string: dest} of the parser's flags (argparse keeps them only in its `_actions` list)."""
     return {option: action.dest for action in parser._actions for option in action.option_strings}
 
 
@@ -188,8 +188,8 @@ def parse_sft_args(argv):
     plan_args, flags = parsed[0], parsed[1]
     values = apply_overrides(values, plan_args.set)
     explicit = _explicit_flags(argv, options, trainer_fields)
-    output_dir = flags.output_dir if "output_dir" in explicit else values.pop("output_dir", None)
-    values.pop("output_dir", None)
+    in_recipe = values.pop("output_dir", None)
+    output_dir = flags.output_dir if "output_dir" in explicit else in_recipe
     if not output_dir:
         raise ValueError("No output directory: pass --output_dir DIR (or set `output_dir` in the recipe).")
     if not values:

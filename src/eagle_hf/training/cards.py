@@ -5,7 +5,8 @@ weights claims none."""
 
 from pathlib import Path
 
-from ..hub.model_card import is_hub_id, render_model_card, weights_sources
+from ..files import is_hub_id
+from ..hub.model_card import render_model_card, weights_sources
 
 
 def stage_card_text(config, source, stage=None, adapter=False, datasets=(), merged_adapter=None):

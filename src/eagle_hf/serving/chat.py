@@ -44,7 +44,7 @@ def load_for_chat(model_id, device="auto", dtype="auto", load_in_4bit=False):
     if load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        from .training.models import QLORA_SKIP_MODULES
+        from ..training.models import QLORA_SKIP_MODULES
 
         kwargs.update(device_map={"": device}, quantization_config=BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
@@ -69,7 +69,7 @@ class ChatSession:
 
     def attach(self, path):
         """Decode the image now (the processor's own decoder), so that a bad file is refused before it is asked."""
-        from .image_processing_eagle import load_rgb_image
+        from ..image_processing_eagle import load_rgb_image
 
         self.pending.append(load_rgb_image(path))
 

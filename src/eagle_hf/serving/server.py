@@ -35,8 +35,8 @@ class RequestError(ValueError):
 
 def decode_image(url, image_folder=None):
     """An `image_url` value -> a decoded RGB image, or RequestError saying why not."""
-    from .files import path_inside
-    from .image_processing_eagle import load_rgb_image
+    from ..files import path_inside
+    from ..image_processing_eagle import load_rgb_image
 
     if not isinstance(url, str) or not url:
         raise RequestError(f"image_url.url must be a non-empty string, got {url!r}")
